@@ -1,0 +1,127 @@
+//! # tdhook — hook any candle model for interpretability and steering
+//!
+//! `#[derive(Hookable)]` on a model struct makes every field a hook point with a static dotted
+//! path (`transformer.h.3.mlp.c_proj`), the names PyTorch's `named_modules()` and the weights use.
+//! A forward takes a hook context `hx: &mut Hx` and marks each hooked call with [`hook!`]; with
+//! `Hx::none()` it costs what plain candle costs.
+//!
+//! ```
+//! use tdhook::prelude::*;
+//! use candle_core::{DType, Device, Result, Tensor};
+//! use candle_nn::Linear;
+//!
+//! #[derive(Hookable)]
+//! struct Mlp { c_fc: Linear, c_proj: Linear }
+//!
+//! #[derive(Hookable)]
+//! struct Model { h: Vec<Mlp> }
+//!
+//! impl Mlp {
+//!     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+//!         let h = hook!(hx, self.c_fc(x))?.relu()?;
+//!         hook!(hx, self.c_proj(&h))
+//!     }
+//! }
+//!
+//! impl Model {
+//!     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+//!         let mut x = x.clone();
+//!         for i in 0..self.h.len() {
+//!             x = hook!(hx, self.h[i].forward(&x))?;
+//!         }
+//!         Ok(x)
+//!     }
+//! }
+//!
+//! # fn main() -> tdhook::Result<()> {
+//! # let dev = Device::Cpu;
+//! # let lin = || Linear::new(Tensor::eye(4, DType::F32, &dev).unwrap(), None);
+//! let model = Model { h: vec![Mlp { c_fc: lin(), c_proj: lin() }, Mlp { c_fc: lin(), c_proj: lin() }] };
+//! assert_eq!(model.hook_paths(), ["h", "h.0", "h.0.c_fc", "h.0.c_proj", "h.1", "h.1.c_fc", "h.1.c_proj"]);
+//! assert_eq!(Model::path().h(1).c_proj().as_str(), "h.1.c_proj");
+//!
+//! // Cache every block's output.
+//! let x = Tensor::ones((2, 4), DType::F32, &dev)?;
+//! let mut cache = TensorDict::unbatched();
+//! let mut hooks = HookSet::new(&model);
+//! hooks.read(r"h\.\d+", Direction::Fwd, |ev, t| {
+//!     cache.insert(ev.path, t.clone())?;
+//!     Ok(())
+//! })?;
+//! hooks.run(|hx| model.forward(&x, hx))?;
+//! drop(hooks);
+//! assert_eq!(cache.keys(true).len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`hookable`] (the tree), [`hx`] (the context), [`hookset`] (preparing hooks),
+//! [`select`] (paths and patterns), [`tensordict`], [`nn`] (differentiable-when-needed layers),
+//! [`models`] (reference models).
+
+extern crate self as tdhook;
+
+pub mod error;
+mod grad;
+pub mod hookable;
+pub mod hookset;
+pub mod hx;
+mod macros;
+pub mod models;
+pub mod nn;
+pub mod points;
+pub mod select;
+pub mod tensordict;
+
+pub use error::{Error, Result};
+pub use grad::{GradFn, GradRecord};
+pub use hookable::{
+    HasPath, HookFields, HookPath, HookPoint, Hookable, PointKind, SkippedField, Slot, Visitor,
+};
+pub use hookset::{HookEvent, HookFn, HookId, HookSet};
+pub use hx::{Direction, HookOutput, Hx, Point};
+pub use points::{HookPointInfo, HookableExt};
+pub use select::{Pattern, Selector};
+pub use tdhook_derive::Hookable;
+pub use tensordict::{Key, TensorDict};
+
+/// What a user imports to write and run a hooked model.
+pub mod prelude {
+    pub use crate::hook;
+    pub use crate::{
+        Direction, HasPath, HookPath, HookPoint, HookSet, Hookable, HookableExt, Hx, Selector,
+        TensorDict,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use candle_core::Module;
+    use candle_core::Tensor;
+
+    /// The slot table of a model's type, found by method-call autoderef (so `self`, `&self`
+    /// and owned values all work); `hook!` reads one field of it.
+    pub trait FieldsOf: crate::HookFields {
+        #[inline(always)]
+        fn __tdhook_fields(&self) -> Self::Fields {
+            Self::FIELDS
+        }
+    }
+
+    impl<T: crate::HookFields> FieldsOf for T {}
+
+    #[inline(always)]
+    pub fn as_tensor<T: AsRef<Tensor> + ?Sized>(t: &T) -> &Tensor {
+        t.as_ref()
+    }
+
+    /// A `#[hook(leaf)]` field: one point, no children.
+    pub fn visit_leaf(
+        visitor: &mut dyn crate::Visitor,
+        segment: &str,
+        slot: u32,
+        class: &'static str,
+    ) {
+        visitor.enter(segment, slot, class, crate::PointKind::Module);
+        visitor.exit();
+    }
+}

@@ -1,0 +1,3 @@
+//! Reference models whose hook paths are the HF names and whose outputs equal transformers'.
+
+pub mod gpt2;

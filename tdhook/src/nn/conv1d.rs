@@ -1,0 +1,41 @@
+//! GPT-2's `Conv1D`: a linear layer whose weight is stored `[in, out]`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// `y = x · W + b` with `W: [in, out]` (HF GPT-2 stores its projections this way).
+#[derive(Clone, Debug)]
+pub struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    /// From `weight: [in, out]` and `bias: [out]`.
+    pub fn new(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Load `weight` `[n_in, n_out]` and `bias` `[n_out]` under `vb`.
+    pub fn load(n_in: usize, n_out: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self::new(vb.get((n_in, n_out), "weight")?, vb.get(n_out, "bias")?))
+    }
+
+    /// The weight `[in, out]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv1D {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n_in, n_out) = self.weight.dims2()?;
+        let mut out_dims = x.dims().to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = n_out;
+        let flat = x.reshape(((), n_in))?;
+        flat.matmul(&self.weight)?
+            .broadcast_add(&self.bias)?
+            .reshape(out_dims)
+    }
+}
