@@ -218,6 +218,19 @@ impl<T: Hookable + ?Sized> Hookable for Box<T> {
     }
 }
 
+impl<T: Hookable + ?Sized> Hookable for &T {
+    const IS_POINT: bool = T::IS_POINT;
+    fn hook_class(&self) -> &'static str {
+        (**self).hook_class()
+    }
+    fn visit_children(&self, visitor: &mut dyn Visitor) {
+        (**self).visit_children(visitor);
+    }
+    fn visit_field(&self, segment: &str, slot: u32, visitor: &mut dyn Visitor) {
+        (**self).visit_field(segment, slot, visitor);
+    }
+}
+
 impl<T: Hookable> Hookable for std::sync::Arc<T> {
     const IS_POINT: bool = T::IS_POINT;
     fn hook_class(&self) -> &'static str {

@@ -213,6 +213,12 @@ impl<'h> HookSet<'h> {
     /// [`HookSet::grads`].
     pub fn grad(&mut self, selector: impl Into<Selector>) -> Result<HookId> {
         let points = self.resolve(selector)?;
+        self.grad_at(points)
+    }
+
+    /// [`HookSet::grad`] at already-resolved point indices.
+    pub fn grad_at(&mut self, points: Vec<usize>) -> Result<HookId> {
+        self.check_points(&points)?;
         Ok(self.register(points, Direction::Bwd, Action::Grad { record: true, f: None }))
     }
 

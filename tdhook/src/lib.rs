@@ -65,6 +65,7 @@ mod grad;
 pub mod hookable;
 pub mod hookset;
 pub mod hx;
+pub mod latent;
 mod macros;
 pub mod models;
 pub mod nn;

@@ -1,0 +1,83 @@
+//! The latent methods of Python tdhook (`tdhook.latent`), against a [`Hookable`] model.
+//!
+//! Each method is a builder (the arguments tdhook takes), *prepared* against a model — paths and
+//! patterns resolved then, errors raised then — and *run* on a [`TensorDict`] ("td in, td out"):
+//! the input at `input`, the output at `output`, results under the method's key (`cache`,
+//! `patched`, `steer`). The caller's dict is never mutated; a new one comes back.
+//!
+//! | method | result |
+//! |---|---|
+//! | [`ActivationCaching`] | `cache/<path>`: what each hook point saw |
+//! | [`ActivationPatching`] | `patched/output`: the corrupted run with clean activations patched in |
+//! | [`SteeringVectors`] | `output` with each listed point's output replaced by `steer_fn(path, output)` |
+//! | [`ActivationAddition`] | `steer/<path>`: mean over batch dims of (positive − negative) |
+//! | [`Probing`] | probes fed each point's activation while the model runs |
+//!
+//! Where the dict has several batch dims (tdhook accepts exactly one), the input's batch dims are
+//! flattened into one for the forward and the output (and every cached value whose leading dim is
+//! that flattened batch) is unflattened after.
+
+mod batch;
+mod caching;
+mod patching;
+pub mod probing;
+mod steering;
+
+pub use caching::{ActivationCaching, PreparedCaching, TokenSelect};
+pub use patching::{ActivationPatching, PreparedPatching};
+pub use probing::Probing;
+pub use steering::{
+    ActivationAddition, PreparedAddition, PreparedSteering, SteeringVectors, TokenReduction,
+};
+
+use crate::hookable::Hookable;
+use crate::hx::Hx;
+use candle_core::Tensor;
+
+/// The key tdhook reads the model's input from.
+pub const INPUT: &str = "input";
+/// The key tdhook writes the model's output to.
+pub const OUTPUT: &str = "output";
+
+/// A model the latent methods can run: one tensor in (what the dict holds at `input`), one out.
+///
+/// ```
+/// use tdhook::prelude::*;
+/// use tdhook::latent::HookedModel;
+/// use candle_core::{Result, Tensor};
+/// use candle_nn::Linear;
+///
+/// #[derive(Hookable)]
+/// struct Probe { fc: Linear }
+///
+/// impl HookedModel for Probe {
+///     fn forward_hooked(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+///         hook!(hx, self.fc(x))
+///     }
+/// }
+/// ```
+pub trait HookedModel: Hookable {
+    /// The forward with hooks.
+    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor>;
+}
+
+impl HookedModel for crate::models::gpt2::Gpt2 {
+    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor> {
+        self.forward(input, hx)
+    }
+}
+
+impl<M: HookedModel + ?Sized> HookedModel for &M {
+    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor> {
+        (**self).forward_hooked(input, hx)
+    }
+}
+
+/// A new hook set over `model`, relative or `module.`-prefixed.
+pub(crate) fn hook_set<M: Hookable + ?Sized>(model: &M, relative: bool) -> crate::HookSet<'static> {
+    if relative {
+        crate::HookSet::new(model)
+    } else {
+        crate::HookSet::absolute(model)
+    }
+}

@@ -1,0 +1,250 @@
+//! ActivationPatching: a clean run, then a corrupted run with chosen activations replaced by the
+//! clean ones.
+
+use super::batch::{input_at, input_key, run_model, unflatten_dict};
+use super::caching::CacheCallback;
+use super::{HookedModel, OUTPUT, hook_set};
+use crate::error::{Error, Result};
+use crate::hookset::{HookEvent, HookSet};
+use crate::hx::Direction;
+use crate::select::Selector;
+use crate::tensordict::{Key, TensorDict};
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// `patch_fn(module_key, output, output_to_patch)`: the corrupted output and the clean one it
+/// is patched with; `None` means "use the clean one" (tdhook's contract).
+pub type PatchFn = dyn Fn(&str, &Tensor, &Tensor) -> Result<Option<Tensor>> + Send + Sync;
+
+/// Patch the outputs of `modules_to_patch` in the corrupted run with the clean run's.
+///
+/// Input dict: the clean input at `input`, the corrupted one at `(patch_key, "input")` (same
+/// shape). Output: the clean output at `output`, the patched one at `(patch_key, "output")`.
+///
+/// Improvements over tdhook 0.3.0: any number of batch dims; the caller's dict is not mutated;
+/// a module called several times per forward patches call k with clean call k, and the clean
+/// run is left untouched (tdhook replaces the clean run's second call by its first output and
+/// patches every corrupted call with the first clean call).
+///
+/// ```
+/// use tdhook::latent::ActivationPatching;
+/// use tdhook::models::gpt2::{Gpt2, Gpt2Config};
+/// use tdhook::prelude::*;
+/// use candle_core::{DType, Device, Tensor};
+/// # fn main() -> tdhook::Result<()> {
+/// let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
+/// let model = Gpt2::new(Gpt2Config::new(50, 16, 32, 2, 4), vb)?;
+///
+/// let mut td = TensorDict::new([1]);
+/// td.insert("input", Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?)?;
+/// td.insert(("patched", "input"), Tensor::new(&[[1u32, 7, 3]], &Device::Cpu)?)?;
+///
+/// // Patch the last block: everything downstream comes from the clean run.
+/// let mut patching = ActivationPatching::new(["transformer.h.1"]).prepare(&model)?;
+/// let out = patching.run(&td)?;
+/// let clean = out.tensor("output")?;
+/// let patched = out.tensor(("patched", "output"))?;
+/// let diff = (clean - patched)?.abs()?.max_all()?.to_scalar::<f32>()?;
+/// assert!(diff < 1e-5);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ActivationPatching {
+    modules: Vec<Selector>,
+    patch_key: Key,
+    clean_intermediate_keys: bool,
+    patch_fn: Option<Arc<PatchFn>>,
+    cache_callback: Option<Arc<CacheCallback>>,
+    relative: bool,
+}
+
+impl ActivationPatching {
+    /// Patch these points (paths, typed paths or full-match patterns).
+    pub fn new<S: Into<Selector>>(modules_to_patch: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            modules: modules_to_patch.into_iter().map(Into::into).collect(),
+            patch_key: Key::from("patched"),
+            clean_intermediate_keys: true,
+            patch_fn: None,
+            cache_callback: None,
+            relative: true,
+        }
+    }
+
+    /// Where the corrupted input is read and the patched output written (default `patched`).
+    pub fn patch_key(mut self, key: impl Into<Key>) -> Self {
+        self.patch_key = key.into();
+        self
+    }
+
+    /// `false` keeps the clean activations in the output at `_cache/<path>`.
+    pub fn clean_intermediate_keys(mut self, clean: bool) -> Self {
+        self.clean_intermediate_keys = clean;
+        self
+    }
+
+    /// Compute the patched output from the corrupted and clean ones.
+    pub fn patch_fn(
+        mut self,
+        f: impl Fn(&str, &Tensor, &Tensor) -> Result<Option<Tensor>> + Send + Sync + 'static,
+    ) -> Self {
+        self.patch_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Capture `cache_callback(event, output)` in the clean run instead of the output.
+    pub fn cache_callback(
+        mut self,
+        f: impl Fn(&HookEvent<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Self {
+        self.cache_callback = Some(Arc::new(f));
+        self
+    }
+
+    /// `false`: paths are prefixed with `module.`.
+    pub fn relative(mut self, relative: bool) -> Self {
+        self.relative = relative;
+        self
+    }
+
+    /// Resolve the paths against `model` (unknown paths are errors now) and install the hooks.
+    pub fn prepare<'m, M: HookedModel + ?Sized>(&self, model: &'m M) -> Result<PreparedPatching<'m, M>> {
+        let mut hooks = hook_set(model, self.relative);
+        let points = resolve_all(&hooks, &self.modules)?;
+        let state = Arc::new(Mutex::new(PatchState::default()));
+        let hook_state = state.clone();
+        let patch_fn = self.patch_fn.clone();
+        let cache_callback = self.cache_callback.clone();
+        hooks.add_at(points, Direction::Fwd, "patch_fn", move |ev, t| {
+            let mut st = hook_state.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (ev.path.to_string(), ev.occurrence);
+            if !st.patching {
+                let value = match &cache_callback {
+                    Some(f) => f(ev, t)?,
+                    None => t.clone(),
+                };
+                st.captured.insert(key, value);
+                return Ok(None);
+            }
+            let Some(clean) = st.captured.get(&key) else {
+                return Err(Error::Invalid(format!(
+                    "the corrupted run calls `{}` {} time(s) or more, but the clean run called it \
+                     only {}; clean and corrupted inputs must take the same path through the model",
+                    ev.path,
+                    ev.occurrence + 1,
+                    ev.occurrence
+                )));
+            };
+            let replacement = match &patch_fn {
+                Some(f) => f(ev.path, t, clean)?.unwrap_or_else(|| clean.clone()),
+                None => clean.clone(),
+            };
+            Ok(Some(replacement))
+        })?;
+        Ok(PreparedPatching {
+            model,
+            hooks,
+            state,
+            config: self.clone(),
+        })
+    }
+}
+
+/// Resolve several selectors into one list of points (in order, without repeats).
+pub(crate) fn resolve_all(hooks: &HookSet<'_>, selectors: &[Selector]) -> Result<Vec<usize>> {
+    if selectors.is_empty() {
+        return Err(Error::Invalid("no modules given: list at least one path".into()));
+    }
+    let mut points = Vec::new();
+    for s in selectors {
+        for p in hooks.resolve(s.clone())? {
+            if !points.contains(&p) {
+                points.push(p);
+            }
+        }
+    }
+    Ok(points)
+}
+
+#[derive(Default)]
+struct PatchState {
+    patching: bool,
+    captured: HashMap<(String, usize), Tensor>,
+}
+
+/// [`ActivationPatching`] prepared against one model.
+pub struct PreparedPatching<'m, M: ?Sized> {
+    model: &'m M,
+    hooks: HookSet<'static>,
+    state: Arc<Mutex<PatchState>>,
+    config: ActivationPatching,
+}
+
+impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
+    /// Run on `td`; see [`ActivationPatching`] for the keys.
+    pub fn run(&mut self, td: &TensorDict) -> Result<TensorDict> {
+        let (clean_in, batch) = input_at(td, &input_key(None))?;
+        let corrupted_key = input_key(Some(&self.config.patch_key));
+        let (corrupt_in, corrupt_batch) = input_at(td, &corrupted_key)?;
+        if clean_in.dims() != corrupt_in.dims() {
+            return Err(Error::InputMismatch {
+                what: "ActivationPatching",
+                a: "input".into(),
+                a_shape: clean_in.dims().to_vec(),
+                b: corrupted_key.to_string(),
+                b_shape: corrupt_in.dims().to_vec(),
+            });
+        }
+        let (clean_out, patched_out) = self.run_pair(&clean_in.clone(), &corrupt_in.clone(), &batch, &corrupt_batch)?;
+        let mut out = td.clone();
+        out.insert(OUTPUT, clean_out)?;
+        out.insert(self.config.patch_key.join(OUTPUT), patched_out)?;
+        if !self.config.clean_intermediate_keys {
+            let mut cache = TensorDict::unbatched();
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut entries: Vec<_> = st.captured.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            for ((path, occ), t) in entries {
+                let name = if *occ == 0 { path.clone() } else { format!("{path}@{occ}") };
+                cache.insert(name, t.clone())?;
+            }
+            out.insert_dict("_cache", unflatten_dict(&cache, &batch)?)?;
+        }
+        Ok(out)
+    }
+
+    /// The typed face: `(clean output, patched output)` for two inputs of one shape.
+    pub fn patch(&mut self, clean: &Tensor, corrupted: &Tensor) -> Result<(Tensor, Tensor)> {
+        if clean.dims() != corrupted.dims() {
+            return Err(Error::InputMismatch {
+                what: "ActivationPatching",
+                a: "clean".into(),
+                a_shape: clean.dims().to_vec(),
+                b: "corrupted".into(),
+                b_shape: corrupted.dims().to_vec(),
+            });
+        }
+        let batch = clean.dims().first().map(|&b| vec![b]).unwrap_or_default();
+        self.run_pair(clean, corrupted, &batch, &batch)
+    }
+
+    fn run_pair(
+        &mut self,
+        clean: &Tensor,
+        corrupted: &Tensor,
+        batch: &[usize],
+        corrupt_batch: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.patching = false;
+            st.captured.clear();
+        }
+        let clean_out = run_model(self.model, &mut self.hooks, clean, batch)?;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).patching = true;
+        let patched_out = run_model(self.model, &mut self.hooks, corrupted, corrupt_batch);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).patching = false;
+        Ok((clean_out, patched_out?))
+    }
+}
