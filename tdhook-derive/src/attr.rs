@@ -1,6 +1,7 @@
 //! `#[hook(...)]` attributes: parsed once, validated, every error collected.
 
 use proc_macro2::Span;
+use syn::spanned::Spanned;
 use syn::{Attribute, LitStr};
 
 /// Attributes on one field.
@@ -47,13 +48,17 @@ const FIELD_KEYS: &str = "expected one of `skip`, `leaf`, `rename = \"...\"`";
 
 pub fn field_attrs(attrs: &[Attribute], errors: &mut Errors) -> FieldAttrs {
     let mut out = FieldAttrs::default();
+    // The first `leaf` / `rename` key, for an error when the field is also skipped.
+    let mut point_key: Option<(&str, Span)> = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("hook")) {
         let res = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("skip") {
                 out.skip = true;
             } else if meta.path.is_ident("leaf") {
                 out.leaf = true;
+                point_key.get_or_insert(("leaf", meta.path.span()));
             } else if meta.path.is_ident("rename") {
+                point_key.get_or_insert(("rename", meta.path.span()));
                 let lit: LitStr = meta.value()?.parse()?;
                 if let Err(msg) = validate_rename(&lit.value()) {
                     errors.spanned(lit.span(), msg);
@@ -68,13 +73,15 @@ pub fn field_attrs(attrs: &[Attribute], errors: &mut Errors) -> FieldAttrs {
             errors.push(e);
         }
     }
-    if out.skip && (out.leaf || out.rename.is_some()) {
+    if out.skip
+        && let Some((key, span)) = point_key
+    {
         errors.spanned(
-            attrs
-                .iter()
-                .find(|a| a.path().is_ident("hook"))
-                .map_or_else(Span::call_site, |a| a.pound_token.spans[0]),
-            "`#[hook(skip)]` cannot be combined with `leaf` or `rename`: a skipped field has no hook point",
+            span,
+            format!(
+                "`#[hook(skip)]` cannot be combined with `{key}`: a skipped field has no hook \
+                 point; remove `skip` to keep the point, or `{key}` to drop it"
+            ),
         );
     }
     out

@@ -102,11 +102,13 @@ fn impl_fields(input: &Input) -> TokenStream {
             quote! { #fields_ty(#(#vals),*) },
         )
     } else {
-        let hooked: Vec<&Field> = input.fields.iter().filter(|f| !f.attrs.skip).collect();
-        let names: Vec<_> = hooked.iter().map(|f| &f.member).collect();
-        let vals = hooked.iter().map(|f| slot_value(f));
+        // Skipped fields stay in the table as `SkippedField`, so `hook!` on one says why it
+        // fails rather than reporting an unknown field.
+        let names: Vec<_> = input.fields.iter().map(|f| &f.member).collect();
+        let tys = input.fields.iter().map(|f| slot_type(f));
+        let vals = input.fields.iter().map(|f| slot_value(f));
         (
-            quote! { #vis struct #fields_ty { #(pub #names: ::tdhook::Slot),* } },
+            quote! { #vis struct #fields_ty { #(pub #names: #tys),* } },
             quote! { #fields_ty { #(#names: #vals),* } },
         )
     };
@@ -257,7 +259,8 @@ fn phantom_of(input: &Input) -> TokenStream {
     quote!(::core::marker::PhantomData<fn() -> (#(#parts,)*)>)
 }
 
-/// One typed-path method. Lists take the element index; `Option`/`Box` add no segment.
+/// One typed-path method. Lists take the element index (one per level for nested lists);
+/// `Option`/`Box`/`Arc` add no segment.
 fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
     let name = match &f.member {
         syn::Member::Named(id) => id.clone(),
@@ -272,18 +275,30 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
         };
     }
     let inner = strip_wrappers(f.ty);
-    match list_element(inner) {
-        Some(elem) => {
-            let elem = strip_wrappers(elem);
+    // `Vec<Vec<T>>`: one index per list level, down to the element type.
+    let mut elem = inner;
+    let mut depth = 0;
+    while let Some(e) = list_element(elem) {
+        elem = strip_wrappers(e);
+        depth += 1;
+    }
+    match depth {
+        1.. => {
+            let indices: Vec<Ident> = match depth {
+                1 => vec![format_ident!("index")],
+                _ => (0..depth).map(|d| format_ident!("index{}", d)).collect(),
+            };
             let bound = mentions_any(elem, params).then(|| quote!(where #elem: ::tdhook::HasPath));
             quote_spanned! {f.ty.span()=>
                 #[doc = #doc]
-                pub fn #name(&self, index: usize) -> <#elem as ::tdhook::HasPath>::Path #bound {
-                    ::core::convert::From::from(self.path.join(#seg).join(&index.to_string()))
+                pub fn #name(&self, #(#indices: usize),*) -> <#elem as ::tdhook::HasPath>::Path #bound {
+                    ::core::convert::From::from(
+                        self.path.join(#seg)#(.join(&#indices.to_string()))*
+                    )
                 }
             }
         }
-        None => {
+        0 => {
             let bound = mentions_any(inner, params).then(|| quote!(where #inner: ::tdhook::HasPath));
             quote_spanned! {f.ty.span()=>
                 #[doc = #doc]
@@ -295,9 +310,9 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
     }
 }
 
-/// `Option<T>` and `Box<T>` add no path segment: look through them.
+/// `Option<T>`, `Box<T>` and `Arc<T>` add no path segment: look through them.
 fn strip_wrappers(ty: &Type) -> &Type {
-    match single_generic(ty, &["Option", "Box"]) {
+    match single_generic(ty, &["Option", "Box", "Arc"]) {
         Some(inner) => strip_wrappers(inner),
         None => ty,
     }

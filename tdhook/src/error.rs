@@ -92,6 +92,33 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A key a method reads from the input dict is absent.
+    #[error("{what} reads `{key}` from the input dict, but the dict has no such entry; {fix}")]
+    MissingKey {
+        /// Which method.
+        what: &'static str,
+        /// The key, `/`-joined.
+        key: String,
+        /// What to do about it.
+        fix: String,
+    },
+
+    /// A probe estimator could not fit or predict.
+    #[error(transparent)]
+    Estimator(#[from] crate::latent::probing::EstimatorError),
+
+    /// A probe result was recorded twice without `overwrite_results`.
+    #[error(
+        "result for `{key}` already exists in phase `{phase}`; call reset_results() or use \
+         overwrite_results(true)"
+    )]
+    ResultExists {
+        /// `fit` or `predict`.
+        phase: &'static str,
+        /// The probe key, `{path}_{direction}`.
+        key: String,
+    },
+
     /// A model file or config could not be read.
     #[error("cannot load `{path}`: {reason}")]
     Load {

@@ -79,6 +79,7 @@ impl CustomOp1 for GradProbe {
             class: self.class,
             direction: Direction::Bwd,
             occurrence: self.occurrence,
+            positions: None,
         };
         let mut grad = grad.clone();
         for hook in &self.hooks {

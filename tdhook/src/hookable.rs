@@ -64,9 +64,35 @@ pub trait Hookable {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot(pub u32);
 
-/// Stands in the slot table for a `#[hook(skip)]` tuple field: hooking it does not compile.
+/// Stands in the slot table for a `#[hook(skip)]` field: hooking it does not compile.
 #[derive(Clone, Copy, Debug)]
 pub struct SkippedField;
+
+/// A slot-table entry [`crate::hook!`] can call: a [`Slot`], never a [`SkippedField`].
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this field is `#[hook(skip)]`: it is no hook point, so `hook!` cannot call it",
+    label = "a `#[hook(skip)]` field",
+    note = "remove `#[hook(skip)]` from the field to hook it, or call it directly, without `hook!`"
+)]
+pub trait IntoSlot {
+    /// The slot.
+    fn into_slot(self) -> Slot;
+}
+
+impl IntoSlot for Slot {
+    #[inline(always)]
+    fn into_slot(self) -> Slot {
+        self
+    }
+}
+
+/// The slot `hook!` reads from a slot table; refuses `#[hook(skip)]` fields.
+#[doc(hidden)]
+#[inline(always)]
+pub fn into_slot<S: IntoSlot>(slot: S) -> Slot {
+    slot.into_slot()
+}
 
 /// The compile-time slot table of a derived struct, read by [`crate::hook!`].
 pub trait HookFields {
@@ -77,6 +103,11 @@ pub trait HookFields {
 }
 
 /// Types with a typed path: `Gpt2::path().transformer().h(3).mlp()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no typed hook path",
+    label = "this field's type does not implement `HasPath` (nor, likely, `Hookable`)",
+    note = "derive `Hookable` on it (which implements `HasPath`), mark the field `#[hook(leaf)]` if it is a candle `Module`, or `#[hook(skip)]` if it holds no module"
+)]
 pub trait HasPath {
     /// The typed path; converts into a [`HookPath`].
     type Path: From<HookPath>;
@@ -206,7 +237,7 @@ impl<T: Hookable> Hookable for Option<T> {
 }
 
 impl<T: Hookable + ?Sized> Hookable for Box<T> {
-    const IS_POINT: bool = true;
+    const IS_POINT: bool = T::IS_POINT;
     fn hook_class(&self) -> &'static str {
         (**self).hook_class()
     }
@@ -255,6 +286,11 @@ macro_rules! no_point {
             }
             fn visit_children(&self, _: &mut dyn Visitor) {}
             fn visit_field(&self, _: &str, _: u32, _: &mut dyn Visitor) {}
+        }
+
+        // The derive gives every unskipped field a typed-path method; this one names no point.
+        impl HasPath for $t {
+            type Path = HookPath;
         }
     )*};
 }

@@ -54,6 +54,10 @@ pub struct HookEvent<'a> {
     pub direction: Direction,
     /// Which call of this point within the forward (0 for the first).
     pub occurrence: usize,
+    /// The absolute position of each token of this forward, `[batch, tokens]` (u32), when the
+    /// caller set them with [`HookSet::set_positions`] — as generation does at prefill and at
+    /// every decode step, where each step is one token long but its position is not 0.
+    pub positions: Option<&'a Tensor>,
 }
 
 /// A forward hook: sees the point's tensor; `Some` replaces it (same shape).
@@ -86,6 +90,7 @@ struct State<'h> {
     occurrences: Vec<usize>,
     error: Option<Error>,
     sink: Arc<GradSink>,
+    positions: Option<Tensor>,
 }
 
 /// Hooks prepared against one model: patterns are resolved when a hook is added (errors then,
@@ -128,6 +133,7 @@ impl<'h> HookSet<'h> {
                 occurrences: vec![],
                 error: None,
                 sink: Arc::default(),
+                positions: None,
             },
         }
     }
@@ -255,6 +261,12 @@ impl<'h> HookSet<'h> {
         self.state.regs.iter().all(Option::is_none)
     }
 
+    /// Tell hooks the absolute position of each token of the next forwards (`[batch, tokens]`,
+    /// u32); `None` when positions are simply `0..tokens`.
+    pub fn set_positions(&mut self, positions: Option<Tensor>) {
+        self.state.positions = positions;
+    }
+
     /// The context to run one forward with. Occurrence counts start again at 0.
     pub fn hx(&mut self) -> Hx<'_> {
         if self.plan.is_none() {
@@ -354,6 +366,7 @@ impl Runner for State<'_> {
             class,
             direction: dir,
             occurrence,
+            positions: self.positions.as_ref(),
         };
         if dir == Direction::Bwd {
             let mut probe = GradProbe {

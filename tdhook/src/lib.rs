@@ -62,6 +62,7 @@ extern crate self as tdhook;
 
 pub mod error;
 mod grad;
+pub mod generate;
 pub mod hookable;
 pub mod hookset;
 pub mod hx;

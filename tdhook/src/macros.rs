@@ -47,7 +47,7 @@ macro_rules! hook {
     ($hx:expr, $s:ident . $f:tt [ $i:expr ] . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
-            $s.__tdhook_fields().$f
+            $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
         match $crate::Hx::element($hx, __slot, $i) {
             ::core::option::Option::None => $s.$f[$i].$m($first $(, $rest)*, &mut $crate::Hx::none()),
@@ -61,7 +61,7 @@ macro_rules! hook {
     ($hx:expr, $s:ident . $f:tt [ $i:expr ] ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
-            $s.__tdhook_fields().$f
+            $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
         match $crate::Hx::element($hx, __slot, $i) {
             ::core::option::Option::None => {
@@ -81,7 +81,7 @@ macro_rules! hook {
     ($hx:expr, $s:ident . $f:tt . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
-            $s.__tdhook_fields().$f
+            $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
         match $crate::Hx::point($hx, __slot) {
             ::core::option::Option::None => $s.$f.$m($first $(, $rest)*, &mut $crate::Hx::none()),
@@ -95,7 +95,7 @@ macro_rules! hook {
     ($hx:expr, $s:ident . $f:tt ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
-            $s.__tdhook_fields().$f
+            $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
         match $crate::Hx::point($hx, __slot) {
             ::core::option::Option::None => {

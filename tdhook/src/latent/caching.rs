@@ -340,6 +340,7 @@ impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
                     class,
                     direction: Direction::Bwd,
                     occurrence: rec.occurrence,
+                    positions: None,
                 };
                 let (key, value) = writer(&ev, &rec.grad)?;
                 cache.insert(key, value)?;

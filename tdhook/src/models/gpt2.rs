@@ -123,8 +123,16 @@ impl Attention {
         })
     }
 
-    /// `x: [B, T, D]`, `mask`: additive `[1 or B, 1, T, T]` (0 where allowed, −inf where not).
-    pub fn forward(&self, x: &Tensor, mask: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    /// `x: [B, T, D]`, `mask`: additive `[1 or B, 1, T, S]` (0 where allowed, −inf where not),
+    /// where `S` counts the cached keys plus these `T`. With `kv`, keys and values are appended
+    /// to the cache and attention runs over all of them.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut LayerKv>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.n_head;
         let qkv = hook!(hx, self.c_attn(x))?;
@@ -134,7 +142,14 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let (q, mut k, mut v) = (heads(0)?, heads(1)?, heads(2)?);
+        if let Some(kv) = kv {
+            if let Some((pk, pv)) = kv.take() {
+                k = Tensor::cat(&[&pk, &k], 2)?;
+                v = Tensor::cat(&[&pv, &v], 2)?;
+            }
+            *kv = Some((k.clone(), v.clone()));
+        }
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
         let scores = scores.broadcast_add(mask)?;
         let pattern = softmax_last_dim(&scores)?;
@@ -203,10 +218,16 @@ impl Block {
         })
     }
 
-    /// `x: [B, T, D]` → `[B, T, D]`.
-    pub fn forward(&self, x: &Tensor, mask: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    /// `x: [B, T, D]` → `[B, T, D]`; `kv`: this block's key/value cache, if generating.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut LayerKv>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.ln_1(x))?;
-        let x = (x + hook!(hx, self.attn.forward(&h, mask))?)?;
+        let x = (x + hook!(hx, self.attn.forward(&h, mask, kv))?)?;
         let h = hook!(hx, self.ln_2(&x))?;
         &x + hook!(hx, self.mlp.forward(&h))?
     }
@@ -229,19 +250,62 @@ pub struct Gpt2Model {
 }
 
 impl Gpt2Model {
-    /// `ids: [B, T]` (u32 or i64) → hidden states `[B, T, D]`.
+    /// `ids: [B, T]` (u32 or i64) → hidden states `[B, T, D]`, positions `0..T`.
     pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let positions = Tensor::arange(0u32, t as u32, ids.device())?.unsqueeze(0)?;
+        let mask = causal_mask(t, DType::F32, ids.device())?;
+        self.forward_step(ids, &positions, &mask, None, hx)
+    }
+
+    /// One step with explicit positions `[1 or B, T]`, additive mask `[1 or B, 1, T, S]` and an
+    /// optional key/value cache (generation: prefill, then one token per step).
+    pub fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
         let tok = hook!(hx, self.wte(ids))?;
-        let pos = hook!(hx, self.wpe(&positions))?;
+        let pos = hook!(hx, self.wpe(positions))?;
         let x = tok.broadcast_add(&pos)?;
         let mut x = hook!(hx, self.drop(&x))?;
-        let mask = causal_mask(t, x.dtype(), x.device())?;
+        let mask = mask.to_dtype(x.dtype())?;
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.h.len(), None);
+        }
         for i in 0..self.h.len() {
-            x = hook!(hx, self.h[i].forward(&x, &mask))?;
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = hook!(hx, self.h[i].forward(&x, &mask, kv))?;
         }
         hook!(hx, self.ln_f(&x))
+    }
+}
+
+/// One block's cached keys and values, `[B, heads, S, head_dim]` each.
+pub type LayerKv = Option<(Tensor, Tensor)>;
+
+/// The key/value cache of a generation: one entry per block.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    /// Per block.
+    pub layers: Vec<LayerKv>,
+}
+
+impl KvCache {
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -363,6 +427,19 @@ impl Gpt2 {
     /// `ids: [B, T]` → logits `[B, T, vocab]`.
     pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.transformer.forward(ids))?;
+        hook!(hx, self.lm_head(&h))
+    }
+
+    /// One generation step (see [`Gpt2Model::forward_step`]) → logits `[B, T, vocab]`.
+    pub fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
+        let h = hook!(hx, self.transformer.forward_step(ids, positions, mask, cache))?;
         hook!(hx, self.lm_head(&h))
     }
 }

@@ -1,3 +1,4 @@
 //! Reference models whose hook paths are the HF names and whose outputs equal transformers'.
 
 pub mod gpt2;
+pub mod llama;

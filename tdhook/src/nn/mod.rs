@@ -7,9 +7,11 @@
 
 mod conv1d;
 mod layer_norm;
+mod rms_norm;
 
 pub use conv1d::Conv1D;
 pub use layer_norm::LayerNorm;
+pub use rms_norm::RmsNorm;
 
 use crate::hookable::{HasPath, HookPath, Hookable, Visitor};
 use candle_core::{D, Module, Result, Tensor};

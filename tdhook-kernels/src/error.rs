@@ -1,0 +1,63 @@
+//! Errors raised by the kernels. They travel inside `candle_core::Error` (as
+//! `Error::Wrapped`), so every public function returns `candle_core::Result`, and a caller
+//! can recover the typed error with `err.downcast_ref::<KernelError>()` on the wrapped value.
+
+use candle_core::DType;
+
+/// What went wrong in a kernel call (argument validation; device errors stay candle's).
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// An operand has the wrong shape.
+    #[error("{op}: {what} has shape {got:?}, expected {expected}")]
+    Shape {
+        /// The kernel.
+        op: &'static str,
+        /// Which operand.
+        what: &'static str,
+        /// The shape it has.
+        got: Vec<usize>,
+        /// The shape it should have, in words.
+        expected: String,
+    },
+    /// An operand has a dtype the kernel does not handle.
+    #[error("{op}: dtype {dtype:?} is not supported (use f32, f16 or bf16)")]
+    DType {
+        /// The kernel.
+        op: &'static str,
+        /// The dtype it got.
+        dtype: DType,
+    },
+    /// A position range, mask, channel range or row table does not fit the tensor.
+    #[error("{op}: {msg}")]
+    Argument {
+        /// The kernel.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Operands live on different devices.
+    #[error("{op}: operands are on different devices")]
+    Device {
+        /// The kernel.
+        op: &'static str,
+    },
+}
+
+impl From<KernelError> for candle_core::Error {
+    fn from(e: KernelError) -> Self {
+        candle_core::Error::wrap(e)
+    }
+}
+
+pub(crate) fn arg(op: &'static str, msg: impl Into<String>) -> candle_core::Error {
+    KernelError::Argument { op, msg: msg.into() }.into()
+}
+
+pub(crate) fn shape(
+    op: &'static str,
+    what: &'static str,
+    got: &[usize],
+    expected: impl Into<String>,
+) -> candle_core::Error {
+    KernelError::Shape { op, what, got: got.to_vec(), expected: expected.into() }.into()
+}

@@ -1,0 +1,429 @@
+//! Batched binary logistic regression: `K` probes, full batch, L2, deterministic.
+//!
+//! Objective per probe (mean loss, bias not penalised):
+//! `L(w, b) = (1/N) Σ_n [log(1 + e^{z_n}) − y_n z_n] + (λ/2)‖w‖²`, `z_n = w·x_n + b`.
+//! (scikit-learn's `LogisticRegression(C)` is the same problem with `λ = 1/(C·N)`.)
+//!
+//! Solver: L-BFGS per probe with Armijo backtracking (quadratic interpolation), all probes
+//! in lockstep: every round evaluates the loss and gradient of every still-active probe at
+//! its trial point in ONE fused pass over the activations (per row: the logit, then the
+//! row's contribution to the gradient while the row is in cache), on the CPU with rayon over
+//! fixed chunks of rows (reduced in a fixed order, so results do not depend on the thread
+//! count), on CUDA with one kernel. Converged probes drop out of the pass.
+
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::{LinearProbes, dims3, host_labels};
+use crate::error::arg;
+use crate::util::dot_f32;
+
+/// Settings of [`train_logistic_probes`].
+///
+/// ```
+/// use tdhook_kernels::LogisticConfig;
+/// let cfg = LogisticConfig { l2: 1e-2, ..LogisticConfig::default() };
+/// // scikit-learn's LogisticRegression(C=1.0) on N = 2000 samples:
+/// let sk = LogisticConfig::from_sklearn_c(1.0, 2000);
+/// assert!((sk.l2 - 5e-4).abs() < 1e-12);
+/// # let _ = cfg;
+/// ```
+#[derive(Clone, Debug)]
+pub struct LogisticConfig {
+    /// λ, the L2 penalty on the weights (the bias is not penalised). Must be `>= 0`;
+    /// `> 0` makes the problem strictly convex (a unique optimum).
+    pub l2: f64,
+    /// Stop a probe when `‖∇L‖∞ <= tol` (scikit-learn's lbfgs convention, default 1e-4).
+    pub tol: f64,
+    /// At most this many L-BFGS iterations per probe.
+    pub max_iter: usize,
+    /// L-BFGS memory (pairs kept).
+    pub history: usize,
+    /// Fit a bias.
+    pub fit_intercept: bool,
+}
+
+impl Default for LogisticConfig {
+    fn default() -> Self {
+        Self { l2: 1e-3, tol: 1e-4, max_iter: 500, history: 10, fit_intercept: true }
+    }
+}
+
+impl LogisticConfig {
+    /// The penalty matching scikit-learn's `LogisticRegression(C=c)` on `n` samples.
+    pub fn from_sklearn_c(c: f64, n: usize) -> Self {
+        Self { l2: 1.0 / (c * n as f64), ..Self::default() }
+    }
+}
+
+/// Result of [`train_logistic_probes`].
+#[derive(Clone, Debug)]
+pub struct LogisticFit {
+    /// Weights `[K, D]` and bias `[K]` (f32, on the activations' device).
+    pub probes: LinearProbes,
+    /// Final penalised mean loss per probe, `[K]` (f32, on the activations' device).
+    pub loss: Tensor,
+    /// Final `‖∇L‖∞` per probe.
+    pub grad_norm: Vec<f64>,
+    /// L-BFGS iterations per probe.
+    pub iterations: Vec<usize>,
+    /// Whether each probe met `tol`.
+    pub converged: Vec<bool>,
+    /// Fused passes over the activations (loss+gradient evaluations, all probes together).
+    pub passes: usize,
+}
+
+/// Loss and gradient sums of the data term for a set of probes, one pass over `X`.
+pub(crate) trait Evaluator {
+    /// For each `k` in `active`, with `theta[k·(D+1)..]` = `(w, b)` in f32: writes
+    /// `loss[k] = Σ_n softplus(z) − y z` and `grad[k·(D+1)..] = Σ_n (σ(z) − y)·(x_n, 1)`.
+    fn eval(&mut self, active: &[usize], theta: &[f32], loss: &mut [f64], grad: &mut [f64]) -> Result<()>;
+}
+
+/// Rows per task of the CPU pass: fixed, so the reduction order never depends on threads.
+const CHUNK: usize = 256;
+
+#[inline(always)]
+fn softplus(z: f32) -> f64 {
+    let z = z as f64;
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+pub(crate) struct CpuEval<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub n: usize,
+    pub d: usize,
+}
+
+impl Evaluator for CpuEval<'_> {
+    fn eval(&mut self, active: &[usize], theta: &[f32], loss: &mut [f64], grad: &mut [f64]) -> Result<()> {
+        let (n, d) = (self.n, self.d);
+        let dp = d + 1;
+        let n_chunks = n.div_ceil(CHUNK);
+        let tasks: Vec<(usize, usize)> =
+            active.iter().flat_map(|&k| (0..n_chunks).map(move |c| (k, c))).collect();
+        let run = |&(k, c): &(usize, usize)| -> (f64, f64, Vec<f32>) {
+            let w = &theta[k * dp..k * dp + d];
+            let b = theta[k * dp + d];
+            let xk = &self.x[k * n * d..(k + 1) * n * d];
+            let mut g = vec![0f32; d];
+            let (mut l, mut gb) = (0f64, 0f64);
+            for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                let row = &xk[i * d..(i + 1) * d];
+                let z = dot_f32(row, w) + b;
+                let yi = self.y[i];
+                l += softplus(z) - (yi * z) as f64;
+                let r = sigmoid(z) - yi;
+                gb += r as f64;
+                for (gj, &xj) in g.iter_mut().zip(row) {
+                    *gj += r * xj;
+                }
+            }
+            (l, gb, g)
+        };
+        let parts: Vec<(f64, f64, Vec<f32>)> = if tasks.len() > 1 && rayon::current_num_threads() > 1 {
+            tasks.par_iter().map(run).collect()
+        } else {
+            tasks.iter().map(run).collect()
+        };
+        for &k in active {
+            loss[k] = 0.0;
+            grad[k * dp..(k + 1) * dp].iter_mut().for_each(|v| *v = 0.0);
+        }
+        for (&(k, _), (l, gb, g)) in tasks.iter().zip(parts) {
+            loss[k] += l;
+            let gk = &mut grad[k * dp..(k + 1) * dp];
+            for (a, &v) in gk[..d].iter_mut().zip(&g) {
+                *a += v as f64;
+            }
+            gk[d] += gb;
+        }
+        Ok(())
+    }
+}
+
+/// Trains `K` binary logistic-regression probes at once.
+///
+/// * `x`: `[K, N, D]` activations (probe `k` sees `x[k]`), any float dtype, CPU or CUDA
+///   (read as f32; z-score features first for fast convergence).
+/// * `labels`: `[N]`, 0/1 (any dtype), shared by every probe.
+///
+/// Deterministic: the same inputs give bit-identical results for any thread count.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use tdhook_kernels::{LogisticConfig, train_logistic_probes};
+/// let x = Tensor::new(&[[[1f32, 0.], [2., 1.], [-1., 0.], [-2., -1.]]], &Device::Cpu)?;
+/// let y = Tensor::new(&[1u8, 1, 0, 0], &Device::Cpu)?;
+/// let fit = train_logistic_probes(&x, &y, &LogisticConfig { l2: 0.1, ..Default::default() })?;
+/// assert!(fit.converged[0]);
+/// assert_eq!(fit.probes.accuracy(&x, &y)?, vec![1.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn train_logistic_probes(x: &Tensor, labels: &Tensor, cfg: &LogisticConfig) -> Result<LogisticFit> {
+    const OP: &str = "train_logistic_probes";
+    let (k, n, d) = dims3(OP, x)?;
+    if n == 0 {
+        return Err(arg(OP, "no samples"));
+    }
+    if cfg.l2 < 0.0 || !cfg.l2.is_finite() {
+        return Err(arg(OP, "l2 must be finite and >= 0"));
+    }
+    let y = host_labels(OP, labels, n)?;
+    let device = x.device().clone();
+    let xf = x.to_dtype(DType::F32)?.contiguous()?;
+    let res = {
+        let (storage, layout) = xf.storage_and_layout();
+        let (o1, o2) = layout.contiguous_offsets().ok_or_else(|| arg(OP, "x must be contiguous"))?;
+        match &*storage {
+            Storage::Cpu(CpuStorage::F32(data)) => {
+                let mut ev = CpuEval { x: &data[o1..o2], y: &y, n, d };
+                lbfgs(&mut ev, k, n, d, cfg)?
+            }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(cs) => {
+                let mut ev = crate::cuda::ProbeEval::new(cs, o1, &y, k, n, d)?;
+                lbfgs(&mut ev, k, n, d, cfg)?
+            }
+            _ => return Err(arg(OP, "unsupported device")),
+        }
+    };
+    let dp = d + 1;
+    let w: Vec<f32> = (0..k).flat_map(|kk| res.theta[kk * dp..kk * dp + d].iter().map(|&v| v as f32)).collect();
+    let b: Vec<f32> = (0..k).map(|kk| res.theta[kk * dp + d] as f32).collect();
+    let loss: Vec<f32> = res.f.iter().map(|&v| v as f32).collect();
+    Ok(LogisticFit {
+        probes: LinearProbes {
+            weights: Tensor::from_vec(w, (k, d), &Device::Cpu)?.to_device(&device)?,
+            bias: Tensor::from_vec(b, k, &Device::Cpu)?.to_device(&device)?,
+        },
+        loss: Tensor::from_vec(loss, k, &Device::Cpu)?.to_device(&device)?,
+        grad_norm: res.gnorm,
+        iterations: res.iters,
+        converged: res.converged,
+        passes: res.passes,
+    })
+}
+
+pub(crate) struct LbfgsResult {
+    pub theta: Vec<f64>,
+    pub f: Vec<f64>,
+    pub gnorm: Vec<f64>,
+    pub iters: Vec<usize>,
+    pub converged: Vec<bool>,
+    pub passes: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Waiting for the evaluation at the starting point.
+    Start,
+    /// Waiting for the evaluation at `theta + step·dir`.
+    Search,
+    Done,
+}
+
+struct Probe {
+    theta: Vec<f64>,
+    f: f64,
+    g: Vec<f64>,
+    dir: Vec<f64>,
+    step: f64,
+    gtd: f64,
+    s: Vec<Vec<f64>>,
+    yv: Vec<Vec<f64>>,
+    rho: Vec<f64>,
+    phase: Phase,
+    iters: usize,
+    converged: bool,
+}
+
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn inf_norm(g: &[f64]) -> f64 {
+    g.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+impl Probe {
+    /// L-BFGS two-loop direction `−H g` (H₀ = γI with γ = sᵀy/yᵀy of the newest pair).
+    fn direction(&mut self) {
+        let m = self.s.len();
+        let mut q: Vec<f64> = self.g.clone();
+        let mut al = vec![0f64; m];
+        for i in (0..m).rev() {
+            al[i] = self.rho[i] * dot64(&self.s[i], &q);
+            for (qj, yj) in q.iter_mut().zip(&self.yv[i]) {
+                *qj -= al[i] * yj;
+            }
+        }
+        let gamma = if m > 0 { dot64(&self.s[m - 1], &self.yv[m - 1]) / dot64(&self.yv[m - 1], &self.yv[m - 1]) } else { 1.0 };
+        q.iter_mut().for_each(|v| *v *= gamma);
+        for i in 0..m {
+            let be = self.rho[i] * dot64(&self.yv[i], &q);
+            for (qj, sj) in q.iter_mut().zip(&self.s[i]) {
+                *qj += (al[i] - be) * sj;
+            }
+        }
+        q.iter_mut().for_each(|v| *v = -*v);
+        self.dir = q;
+        self.gtd = dot64(&self.g, &self.dir);
+        if self.gtd >= 0.0 || !self.gtd.is_finite() {
+            // Not a descent direction (numerical trouble): restart from steepest descent.
+            self.s.clear();
+            self.yv.clear();
+            self.rho.clear();
+            self.dir = self.g.iter().map(|v| -v).collect();
+            self.gtd = -dot64(&self.g, &self.g);
+        }
+        self.step = if m == 0 { 1.0 / self.g.iter().map(|v| v * v).sum::<f64>().sqrt().max(1.0) } else { 1.0 };
+    }
+
+    fn trial(&self) -> Vec<f64> {
+        self.theta.iter().zip(&self.dir).map(|(t, p)| t + self.step * p).collect()
+    }
+}
+
+/// Adds the mean scaling and the L2 term to the data sums of probe `k`.
+fn finish(loss: f64, grad: &[f64], theta: &[f64], n: usize, d: usize, l2: f64, fit_b: bool) -> (f64, Vec<f64>) {
+    let inv_n = 1.0 / n as f64;
+    let w = &theta[..d];
+    let f = loss * inv_n + 0.5 * l2 * dot64(w, w);
+    let mut g: Vec<f64> = grad.iter().map(|v| v * inv_n).collect();
+    for j in 0..d {
+        g[j] += l2 * w[j];
+    }
+    if !fit_b {
+        g[d] = 0.0;
+    }
+    (f, g)
+}
+
+pub(crate) fn lbfgs(ev: &mut dyn Evaluator, k: usize, n: usize, d: usize, cfg: &LogisticConfig) -> Result<LbfgsResult> {
+    let dp = d + 1;
+    const C1: f64 = 1e-4;
+    let mut probes: Vec<Probe> = (0..k)
+        .map(|_| Probe {
+            theta: vec![0.0; dp],
+            f: 0.0,
+            g: vec![0.0; dp],
+            dir: vec![0.0; dp],
+            step: 0.0,
+            gtd: 0.0,
+            s: Vec::new(),
+            yv: Vec::new(),
+            rho: Vec::new(),
+            phase: Phase::Start,
+            iters: 0,
+            converged: false,
+        })
+        .collect();
+    let mut theta32 = vec![0f32; k * dp];
+    let mut loss = vec![0f64; k];
+    let mut grad = vec![0f64; k * dp];
+    let mut passes = 0usize;
+    let mut trials: Vec<Vec<f64>> = vec![Vec::new(); k];
+    loop {
+        let active: Vec<usize> = (0..k).filter(|&i| probes[i].phase != Phase::Done).collect();
+        if active.is_empty() {
+            break;
+        }
+        for &i in &active {
+            let p = &probes[i];
+            trials[i] = if p.phase == Phase::Start { p.theta.clone() } else { p.trial() };
+            for (dst, &v) in theta32[i * dp..(i + 1) * dp].iter_mut().zip(&trials[i]) {
+                *dst = v as f32;
+            }
+        }
+        ev.eval(&active, &theta32, &mut loss, &mut grad)?;
+        passes += 1;
+        for &i in &active {
+            let p = &mut probes[i];
+            let (f_new, g_new) = finish(loss[i], &grad[i * dp..(i + 1) * dp], &trials[i], n, d, cfg.l2, cfg.fit_intercept);
+            match p.phase {
+                Phase::Start => {
+                    p.f = f_new;
+                    p.g = g_new;
+                    if inf_norm(&p.g) <= cfg.tol {
+                        p.converged = true;
+                        p.phase = Phase::Done;
+                    } else if cfg.max_iter == 0 {
+                        p.phase = Phase::Done;
+                    } else {
+                        p.direction();
+                        p.phase = Phase::Search;
+                    }
+                }
+                Phase::Search => {
+                    // Armijo, or Hager–Zhang's approximate Wolfe condition: near the optimum
+                    // the loss (from f32 logits) is noisier than its decrease, while the
+                    // gradient stays accurate.
+                    let gtd_new = dot64(&g_new, &p.dir);
+                    let armijo = f_new <= p.f + C1 * p.step * p.gtd;
+                    let approx_wolfe = f_new <= p.f + 1e-6 * p.f.abs()
+                        && gtd_new <= (2.0 * 0.1 - 1.0) * p.gtd
+                        && gtd_new >= 0.9 * p.gtd;
+                    if f_new.is_finite() && (armijo || approx_wolfe) {
+                        let trial = std::mem::take(&mut trials[i]);
+                        let s: Vec<f64> = trial.iter().zip(&p.theta).map(|(a, b)| a - b).collect();
+                        let yv: Vec<f64> = g_new.iter().zip(&p.g).map(|(a, b)| a - b).collect();
+                        let sy = dot64(&s, &yv);
+                        if sy > 1e-12 * dot64(&yv, &yv).sqrt() * dot64(&s, &s).sqrt() && sy > 0.0 {
+                            if p.s.len() == cfg.history.max(1) {
+                                p.s.remove(0);
+                                p.yv.remove(0);
+                                p.rho.remove(0);
+                            }
+                            p.s.push(s);
+                            p.yv.push(yv);
+                            p.rho.push(1.0 / sy);
+                        }
+                        p.theta = trial;
+                        p.f = f_new;
+                        p.g = g_new;
+                        p.iters += 1;
+                        if inf_norm(&p.g) <= cfg.tol {
+                            p.converged = true;
+                            p.phase = Phase::Done;
+                        } else if p.iters >= cfg.max_iter {
+                            p.phase = Phase::Done;
+                        } else {
+                            p.direction();
+                        }
+                    } else {
+                        // Backtrack: minimiser of the quadratic through f(0), f'(0), f(step),
+                        // kept within [0.1, 0.5]·step.
+                        let t = p.step;
+                        let denom = 2.0 * (f_new - p.f - p.gtd * t);
+                        let tq = if f_new.is_finite() && denom > 0.0 { -p.gtd * t * t / denom } else { 0.1 * t };
+                        p.step = tq.clamp(0.1 * t, 0.5 * t);
+                        if p.step < 1e-20 {
+                            p.phase = Phase::Done; // line search failed: keep the last point
+                        }
+                    }
+                }
+                Phase::Done => {}
+            }
+        }
+    }
+    Ok(LbfgsResult {
+        gnorm: probes.iter().map(|p| inf_norm(&p.g)).collect(),
+        f: probes.iter().map(|p| p.f).collect(),
+        iters: probes.iter().map(|p| p.iters).collect(),
+        converged: probes.iter().map(|p| p.converged).collect(),
+        theta: probes.into_iter().flat_map(|p| p.theta).collect(),
+        passes,
+    })
+}

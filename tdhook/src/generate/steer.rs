@@ -1,0 +1,207 @@
+//! Per-request steering inside one batch: each row its own vector (or none) and coefficient,
+//! applied only to the tokens in scope, by absolute position.
+
+use super::{CausalLm, PAD_POSITION, SteeringVector};
+use crate::error::{Error, Result};
+use crate::hookset::HookSet;
+use crate::hx::Direction;
+use crate::select::Selector;
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which tokens steering touches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SteerScope {
+    /// Prompt and generated tokens.
+    #[default]
+    All,
+    /// Prompt tokens only (positions below the row's prompt length).
+    Prompt,
+    /// Generated tokens only.
+    Generated,
+}
+
+/// Steering for a batch: `rows[b] = Some((vector index, coefficient))` or `None`.
+///
+/// ```
+/// use tdhook::generate::{generate, BatchSteering, GenerateOptions, SteerScope, SteeringVector};
+/// use tdhook::models::gpt2::{Gpt2, Gpt2Config};
+/// use tdhook::prelude::*;
+/// use candle_core::{DType, Device, Tensor};
+/// # fn main() -> tdhook::Result<()> {
+/// let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
+/// let model = Gpt2::new(Gpt2Config::new(50, 32, 32, 2, 4), vb)?;
+/// let v = SteeringVector::new([("transformer.h.0", Tensor::ones(32, DType::F32, &Device::Cpu)?)])?;
+///
+/// let prompts = vec![vec![1, 2, 3], vec![4, 5]];
+/// let steering = BatchSteering::new(vec![v], vec![Some((0, 8.0)), None], SteerScope::All);
+/// let mut hooks = HookSet::new(&model);
+/// steering.install(&model, &mut hooks, &prompts)?;
+/// let out = generate(&model, &prompts, &GenerateOptions { max_new_tokens: 4, ..Default::default() }, Some(&mut hooks))?;
+/// assert_eq!(out.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchSteering {
+    vectors: Vec<SteeringVector>,
+    rows: Vec<Option<(usize, f64)>>,
+    scope: SteerScope,
+}
+
+impl BatchSteering {
+    /// `rows[b]` picks a vector (index into `vectors`) and a coefficient for row `b`, or none.
+    /// Each vector's own coefficient multiplies the row's.
+    pub fn new(vectors: Vec<SteeringVector>, rows: Vec<Option<(usize, f64)>>, scope: SteerScope) -> Self {
+        Self { vectors, rows, scope }
+    }
+
+    /// One vector for every row of a batch of `n`.
+    pub fn uniform(vector: SteeringVector, n: usize) -> Self {
+        let scope = vector.spec.scope;
+        Self::new(vec![vector], vec![Some((0, 1.0)); n], scope)
+    }
+
+    /// Check everything against the model and the prompts (before any compute that matters),
+    /// then add the steering hooks to `hooks`.
+    ///
+    /// Errors: a row count that is not the batch size, a vector index out of range, a path the
+    /// model lacks, a vector that is not `[D]` or whose width is not the point's, a non-finite
+    /// coefficient.
+    pub fn install<M: CausalLm + ?Sized>(
+        &self,
+        model: &M,
+        hooks: &mut HookSet<'_>,
+        prompts: &[Vec<u32>],
+    ) -> Result<()> {
+        let b = prompts.len();
+        if self.rows.len() != b {
+            return Err(Error::Invalid(format!(
+                "batch steering has {} row(s) but the batch has {b} prompt(s); give one entry (or None) per row",
+                self.rows.len()
+            )));
+        }
+        for (r, row) in self.rows.iter().enumerate() {
+            if let Some((i, c)) = row {
+                if *i >= self.vectors.len() {
+                    return Err(Error::Invalid(format!(
+                        "row {r} asks for vector {i}, but only {} vector(s) were given",
+                        self.vectors.len()
+                    )));
+                }
+                if !c.is_finite() {
+                    return Err(Error::NotFinite {
+                        what: "steering coefficient",
+                        path: format!("row {r}"),
+                        fix: "use a finite coefficient",
+                    });
+                }
+            }
+        }
+        let mut paths: Vec<String> = self.vectors.iter().flat_map(|v| v.paths()).map(String::from).collect();
+        paths.sort();
+        paths.dedup();
+        let widths = point_widths(model, hooks, &paths)?;
+        let device = model.device();
+        let prompt_lens: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+        for path in paths {
+            let width = widths[&path];
+            // Row b's vector at this path, times its coefficients; zero for rows without one.
+            let mut rows = Vec::with_capacity(b);
+            for row in &self.rows {
+                let v = match row {
+                    Some((i, c)) => match self.vectors[*i].get(&path) {
+                        Some(v) => {
+                            if v.dims() != [width] {
+                                return Err(Error::ShapeMismatch {
+                                    what: "steering vector",
+                                    path: path.clone(),
+                                    expected: vec![width],
+                                    got: v.dims().to_vec(),
+                                });
+                            }
+                            (v.to_dtype(DType::F32)? * (c * self.vectors[*i].spec.coefficient))?
+                        }
+                        None => Tensor::zeros(width, DType::F32, &device)?,
+                    },
+                    None => Tensor::zeros(width, DType::F32, &device)?,
+                };
+                rows.push(v.to_device(&device)?);
+            }
+            let table = Tensor::stack(&rows, 0)?.unsqueeze(1)?; // [B, 1, D]
+            let scope = self.scope;
+            let prompt_lens = prompt_lens.clone();
+            hooks.add(Selector::exact(path.clone()), Direction::Fwd, move |ev, out| {
+                let dims = out.dims();
+                if dims.len() != 3 || dims[0] != prompt_lens.len() {
+                    return Err(Error::Invalid(format!(
+                        "batch steering at `{}` expects [batch, tokens, width] with batch {}, got {dims:?}",
+                        ev.path,
+                        prompt_lens.len()
+                    )));
+                }
+                let t = dims[1];
+                let positions: Vec<Vec<u32>> = match ev.positions {
+                    Some(p) => p.to_vec2::<u32>()?,
+                    None => vec![(0..t as u32).collect(); dims[0]],
+                };
+                let scale: Vec<f32> = positions
+                    .iter()
+                    .zip(&prompt_lens)
+                    .flat_map(|(row, &len)| {
+                        row.iter().map(move |&p| {
+                            let on = p != PAD_POSITION
+                                && match scope {
+                                    SteerScope::All => true,
+                                    SteerScope::Prompt => p < len,
+                                    SteerScope::Generated => p >= len,
+                                };
+                            f32::from(u8::from(on))
+                        })
+                    })
+                    .collect();
+                let scale = Tensor::from_vec(scale, (dims[0], t, 1), out.device())?;
+                let add = scale.broadcast_mul(&table)?.to_dtype(out.dtype())?;
+                Ok(Some((out + add)?))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The last-dim width of each path's output, from a one-token forward (no hooks of the caller's
+/// run). Errors name a path the model lacks before anything else runs.
+pub(crate) fn point_widths<M: CausalLm + ?Sized>(
+    model: &M,
+    hooks: &HookSet<'_>,
+    paths: &[String],
+) -> Result<HashMap<String, usize>> {
+    let mut points = Vec::new();
+    for p in paths {
+        points.extend(hooks.resolve(Selector::exact(p.clone()))?);
+    }
+    let mut widths = HashMap::new();
+    {
+        let mut probe = HookSet::new(model);
+        let w = &mut widths;
+        probe.add_at(points, Direction::Fwd, "width probe", move |ev, t| {
+            w.insert(ev.path.to_string(), t.dims().last().copied().unwrap_or(0));
+            Ok(None)
+        })?;
+        let dev = model.device();
+        let ids = Tensor::zeros((1, 1), DType::U32, &dev)?;
+        let pos = Tensor::zeros((1, 1), DType::U32, &dev)?;
+        let mask = Tensor::zeros((1, 1, 1, 1), DType::F32, &dev)?;
+        let mut cache = model.new_cache();
+        probe.run(|hx| model.forward_step(&ids, &pos, &mask, &mut cache, hx))?;
+    }
+    for p in paths {
+        if !widths.contains_key(p) {
+            return Err(Error::Invalid(format!(
+                "`{p}` is a hook point of the model, but a forward never calls it, so steering it would do nothing"
+            )));
+        }
+    }
+    Ok(widths)
+}
