@@ -161,6 +161,14 @@ impl BatchSteering {
                         })
                     })
                     .collect();
+                // The common cases — every token in scope (decode steps, unpadded prompts) or
+                // none — are one broadcast add or nothing.
+                if scale.iter().all(|&s| s == 0.0) {
+                    return Ok(None);
+                }
+                if scale.iter().all(|&s| s == 1.0) {
+                    return Ok(Some(out.broadcast_add(&table.to_dtype(out.dtype())?)?));
+                }
                 let scale = Tensor::from_vec(scale, (dims[0], t, 1), out.device())?;
                 let add = scale.broadcast_mul(&table)?.to_dtype(out.dtype())?;
                 Ok(Some((out + add)?))

@@ -136,7 +136,8 @@ impl ActivationCaching {
         self
     }
 
-    /// Start from this cache (kept across runs when `clear_cache(false)`).
+    /// Start from this cache. With `clear_cache(true)` (the default) it is emptied when a run
+    /// starts, as tdhook does; with `clear_cache(false)` its entries stay and runs add to it.
     pub fn cache(mut self, cache: TensorDict) -> Self {
         self.cache = Some(cache);
         self
@@ -237,6 +238,7 @@ impl ActivationCaching {
             hooks,
             store,
             config: self.clone(),
+            started: false,
         })
     }
 
@@ -282,6 +284,7 @@ pub struct PreparedCaching<'m, M: ?Sized> {
     hooks: HookSet<'static>,
     store: Arc<Mutex<TensorDict>>,
     config: ActivationCaching,
+    started: bool,
 }
 
 impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
@@ -310,12 +313,14 @@ impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
         {
             let mut cache = lock(&self.store);
             if self.config.clear_cache {
-                *cache = self.config.cache.clone().unwrap_or_else(TensorDict::unbatched);
-            } else if cache.is_empty()
+                // tdhook clears the cache (the given one included) when the context is entered.
+                *cache = TensorDict::unbatched();
+            } else if !self.started
                 && let Some(initial) = &self.config.cache
             {
                 *cache = initial.clone();
             }
+            self.started = true;
         }
         let output = run_model(self.model, &mut self.hooks, input, batch)?;
         if let Some(loss_fn) = &self.config.loss
