@@ -198,8 +198,8 @@ fn mean_difference_manager_on_the_typed_face_matches_the_closed_form() -> tdhook
     let intercept = -0.5 * (sq(&mp) - sq(&mn)) / norm;
     let got = manager.estimator("act_fwd").unwrap();
     let m = got.fitted().unwrap();
-    for j in 0..4 {
-        assert!((m.coef[j] - coef[j] / norm).abs() < 1e-9, "coef[{j}]");
+    for (j, (got, want)) in m.coef.iter().zip(&coef).enumerate() {
+        assert!((got - want / norm).abs() < 1e-9, "coef[{j}]");
     }
     assert!((m.intercept - intercept).abs() < 1e-9);
     // The fit accuracy is that of the naive hyperplane's predictions.
@@ -348,12 +348,11 @@ fn recording_a_result_twice_needs_reset_or_overwrite() -> tdhook::Result<()> {
 
 // ---- errors -----------------------------------------------------------------------------------
 
+/// A closure probe.
+type BoxedProbe = Box<dyn FnMut(&Tensor, &ProbeExtras) -> tdhook::Result<()> + Send>;
+
 /// A probe that counts its steps.
-fn counting(
-    count: Arc<Mutex<usize>>,
-) -> impl Fn(&str, Direction) -> Box<dyn FnMut(&Tensor, &ProbeExtras) -> tdhook::Result<()> + Send>
-+ Send
-+ Sync {
+fn counting(count: Arc<Mutex<usize>>) -> impl Fn(&str, Direction) -> BoxedProbe + Send + Sync {
     move |_path: &str, _dir: Direction| {
         let count = count.clone();
         Box::new(move |_t: &Tensor, _ex: &ProbeExtras| {
@@ -459,11 +458,7 @@ type Seen = Arc<
     >,
 >;
 
-fn recorder(
-    seen: Seen,
-) -> impl Fn(&str, Direction) -> Box<dyn FnMut(&Tensor, &ProbeExtras) -> tdhook::Result<()> + Send>
-+ Send
-+ Sync {
+fn recorder(seen: Seen) -> impl Fn(&str, Direction) -> BoxedProbe + Send + Sync {
     move |_path: &str, _dir: Direction| {
         let seen = seen.clone();
         Box::new(move |t: &Tensor, ex: &ProbeExtras| {

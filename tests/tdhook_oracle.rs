@@ -390,3 +390,47 @@ fn errors_name_the_problem() {
     let e = SteeringVectors::from_vectors(&vecs, 1.0).err().unwrap();
     assert!(matches!(e, tdhook::Error::NotFinite { .. }), "{e}");
 }
+
+/// Probing with tdhook's ProbeManager + MeanDifferenceClassifier: coef, intercept, accuracy and
+/// predictions per `{path}_{direction}`, fit then predict.
+#[test]
+fn mean_difference_probing_equals_tdhook() {
+    use tdhook::latent::Probing;
+    use tdhook::latent::probing::{Estimator, MeanDifferenceClassifier, ProbeManager, StepType, metrics};
+    let m = tiny();
+    let fx = fixture("tiny_transformer", "probing_mean_difference");
+    let phase_td = |phase: &str| {
+        let n = fx[&format!("{phase}/in/input")].dims()[0];
+        let mut td = TensorDict::new([n]);
+        td.insert("input", fx[&format!("{phase}/in/input")].clone()).unwrap();
+        td.insert("labels", fx[&format!("{phase}/in/labels")].clone()).unwrap();
+        td
+    };
+    let manager = ProbeManager::new(MeanDifferenceClassifier::new, metrics::classification);
+    let mut probing = Probing::new(r"layers\.\d+$", manager.clone())
+        .additional_keys(["labels"])
+        .prepare(&m)
+        .unwrap();
+    let fit_out = probing.fit(&phase_td("fit")).unwrap();
+    assert_close("fit output", fit_out.tensor("output").unwrap(), &fx["fit/out/output"], TOL);
+    probing.predict(&phase_td("predict")).unwrap();
+    let n_fit = fx["fit/in/input"].dims()[0];
+    for layer in ["layers.0", "layers.1"] {
+        let key = format!("{layer}_fwd");
+        let coef = manager.coef(&key).unwrap();
+        assert_close("coef", &coef, &fx[&format!("probe/{key}/coef")], TOL);
+        let intercept = manager.intercept(&key).unwrap();
+        assert_close("intercept", &intercept, &fx[&format!("probe/{key}/intercept")], TOL);
+        for (phase, step) in [("fit", StepType::Fit), ("predict", StepType::Predict)] {
+            let want = fx[&format!("results/{phase}/{key}/accuracy")].to_scalar::<f32>().unwrap() as f64;
+            let got = manager.result(step, &key, "accuracy").unwrap();
+            assert!((got - want).abs() < 1e-6, "{phase} {key} accuracy {got} vs tdhook {want}");
+        }
+        // Predictions on the held-out rows of the fixture's activation matrix.
+        let x = fx[&format!("aux/X/{layer}")].narrow(0, n_fit, fx["predict/in/input"].dims()[0]).unwrap();
+        let est = manager.estimator(&key).unwrap();
+        let pred = est.predict(&x).unwrap().to_dtype(candle_core::DType::I64).unwrap();
+        let want = &fx[&format!("results/predict/{key}/predictions")];
+        assert_eq!(pred.to_vec1::<i64>().unwrap(), want.to_vec1::<i64>().unwrap(), "{key} predictions");
+    }
+}

@@ -214,7 +214,8 @@ fn impl_path(input: &Input) -> TokenStream {
             }
         }
 
-        #[allow(non_snake_case)]
+        // A model need not use every field's typed path.
+        #[allow(non_snake_case, dead_code)]
         impl #impl_g #path_ty #ty_g #where_c {
             #(#methods)*
         }
@@ -277,7 +278,7 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
     let inner = strip_wrappers(f.ty);
     // `Vec<Vec<T>>`: one index per list level, down to the element type.
     let mut elem = inner;
-    let mut depth = 0;
+    let mut depth = 0usize;
     while let Some(e) = list_element(elem) {
         elem = strip_wrappers(e);
         depth += 1;

@@ -25,7 +25,7 @@ mod steering;
 
 pub use caching::{ActivationCaching, PreparedCaching, TokenSelect};
 pub use patching::{ActivationPatching, PreparedPatching};
-pub use probing::Probing;
+pub use probing::{PreparedProbing, Probing};
 pub use steering::{
     ActivationAddition, PreparedAddition, PreparedSteering, SteeringVectors, TokenReduction,
 };

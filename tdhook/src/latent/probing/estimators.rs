@@ -613,9 +613,9 @@ impl Logistic<'_> {
     fn hess_diag(&self, s: &[f64]) -> Vec<f64> {
         let f = self.f;
         let mut d = vec![self.lam; f];
-        for i in 0..self.n {
-            for (dj, &xij) in d.iter_mut().zip(&self.x[i * f..(i + 1) * f]) {
-                *dj += s[i] * xij * xij;
+        for (row, si) in self.x.chunks_exact(f.max(1)).zip(s) {
+            for (dj, &xij) in d.iter_mut().zip(row) {
+                *dj += si * xij * xij;
             }
         }
         if self.fit_intercept {
@@ -820,7 +820,7 @@ impl Estimator for LogisticRegression {
                 problem.cg(&s, &neg_g, gnorm.sqrt().min(0.1))
             };
             let mut slope = dot(&g, &d);
-            if !(slope < 0.0) {
+            if slope >= 0.0 || slope.is_nan() {
                 d = neg_g;
                 slope = dot(&g, &d);
             }
@@ -1032,6 +1032,7 @@ impl Estimator for Ridge {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // the naive references index like the formulas
 mod tests {
     use super::*;
     use crate::Error;

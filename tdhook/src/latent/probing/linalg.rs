@@ -179,7 +179,7 @@ mod tests {
             }
         }
         let k = outer_gram(&x, 3, 2);
-        assert!((k[1] - (1.0 * 3.0 + 2.0 * -1.0)).abs() < 1e-12);
+        assert!((k[1] - (1.0 * 3.0 - 2.0 * 1.0)).abs() < 1e-12);
         assert_eq!(matvec(&x, 3, 2, &[1.0, 1.0]), vec![3.0, 2.0, 4.5]);
         assert_eq!(matvec_t(&x, 3, 2, &[1.0, 1.0, 1.0]), vec![4.5, 5.0]);
     }

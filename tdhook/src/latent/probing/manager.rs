@@ -333,15 +333,13 @@ impl<E: Estimator + 'static> ProbeManager<E> {
     /// The fitted coefficients of the estimator at `key` ([`Estimator::coef`]).
     pub fn coef(&self, key: &str) -> Result<Tensor> {
         let handle = self.known(key)?;
-        let out = lock(&handle).coef();
-        out
+        lock(&handle).coef()
     }
 
     /// The fitted intercept of the estimator at `key` ([`Estimator::intercept`]).
     pub fn intercept(&self, key: &str) -> Result<Tensor> {
         let handle = self.known(key)?;
-        let out = lock(&handle).intercept();
-        out
+        lock(&handle).intercept()
     }
 
     /// The metrics so far: `(phase, "{path}_{direction}", metric)` → 0-d `f64`.

@@ -98,7 +98,7 @@ impl StepType {
     /// of `input` when there), replacing any.
     pub fn insert(self, td: &mut TensorDict) -> Result<()> {
         let device = td.get(INPUT).map_or(Device::Cpu, |t| t.device().clone());
-        let t = self.tensor(&td.batch_size().to_vec(), &device)?;
+        let t = self.tensor(td.batch_size(), &device)?;
         td.insert(STEP_TYPE, t)?;
         Ok(())
     }
