@@ -792,3 +792,74 @@ pub fn read_weights(dir: impl AsRef<Path>, device: &Device) -> Result<HashMap<St
     }
     Ok(tensors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_and_differentiable_rope_agree_for_shared_and_per_row_positions() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut cfg = LlamaConfig::new(10, 32, 8, 1, 2);
+        cfg.num_key_value_heads = Some(1);
+        let rot = RotaryEmbedding::new(&cfg, &dev)?;
+        let x = Tensor::randn(0f32, 1., (2, 2, 3, 16), &dev)?;
+        let shared = Tensor::new(&[[0u32, 1, 2]], &dev)?;
+        let per_row = Tensor::new(&[[0u32, 1, 2], [4, 5, 6]], &dev)?;
+        for positions in [shared, per_row] {
+            let (cos, sin) = rot.forward(&x, &positions, &mut Hx::none())?;
+            let fused = apply_rotary(&x, &cos, &sin)?;
+            let v = Var::from_tensor(&x)?;
+            let slow = apply_rotary(v.as_tensor(), &cos, &sin)?;
+            assert!(slow.track_op(), "the differentiable path keeps the graph");
+            let d = max_diff(&fused, &slow);
+            assert!(d < 1e-6, "fused vs differentiable rope differ by {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn causal_mask_with_past() -> Result<()> {
+        let m = causal_mask(2, 3, DType::F32, &Device::Cpu)?;
+        let rows = m.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?;
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(rows, [[0., 0., 0., 0., inf], [0., 0., 0., 0., 0.]]);
+        Ok(())
+    }
+
+    #[test]
+    fn config_parses_old_and_new_rope_keys() {
+        let old: LlamaConfig = serde_json::from_str(
+            r#"{"vocab_size": 8, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "rope_theta": 500000.0, "rope_scaling": null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.rope_base(), 500000.0);
+        assert_eq!(old.rope_scaling_kind().unwrap(), RopeScaling::Default);
+        let new: LlamaConfig = serde_json::from_str(
+            r#"{"vocab_size": 8, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "rope_parameters": {"rope_theta": 1000.0, "rope_type": "linear", "factor": 2.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(new.rope_base(), 1000.0);
+        assert_eq!(
+            new.rope_scaling_kind().unwrap(),
+            RopeScaling::Linear { factor: 2.0 }
+        );
+        assert_eq!(new.kv_heads(), 2);
+        assert_eq!(new.head_dim(), 4);
+    }
+}
