@@ -255,3 +255,40 @@ fn steering_vector_arithmetic_round_trip_and_addition_conversion() {
     assert!(z < 1e-6);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One generation loop for both families: Llama's KV-cache decoding equals re-running the
+/// whole sequence, with and without left padding, steered too.
+#[test]
+fn llama_shares_the_generation_loop_and_equals_cache_free_decoding() {
+    use tdhook::models::llama::Llama;
+    let m = Llama::load(oracle_dir("llama_tiny"), &Device::Cpu).unwrap();
+    let naive = |prompt: &[u32], n: usize, hooks: Option<&mut HookSet>| {
+        let mut seq = prompt.to_vec();
+        let mut hooks = hooks;
+        for _ in 0..n {
+            let ids = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let logits = match hooks.as_deref_mut() {
+                Some(h) => h.run(|hx| m.forward(&ids, hx)).unwrap(),
+                None => m.forward(&ids, &mut Hx::none()).unwrap(),
+            };
+            let next = logits.get(0).unwrap().get(seq.len() - 1).unwrap().argmax(D::Minus1).unwrap();
+            seq.push(next.to_scalar::<u32>().unwrap());
+        }
+        seq[prompt.len()..].to_vec()
+    };
+    let prompts = vec![vec![5u32, 17, 42, 8], vec![33, 2]];
+    let batched = generate(&m, &prompts, &opts(6), None).unwrap();
+    for (p, row) in prompts.iter().zip(&batched) {
+        assert_eq!(row, &naive(p, 6, None), "prompt {p:?}");
+    }
+    let d = m.config().hidden_size;
+    let v = Tensor::arange(0f32, d as f32, &Device::Cpu).unwrap().cos().unwrap();
+    let sv = SteeringVector::new([("model.layers.0", v.clone())]).unwrap().with_coefficient(5.0);
+    let mut hooks = HookSet::new(&m);
+    BatchSteering::uniform(sv, 1).install(&m, &mut hooks, &prompts[..1]).unwrap();
+    let steered = generate(&m, &prompts[..1], &opts(6), Some(&mut hooks)).unwrap();
+    let add = (v * 5.0).unwrap();
+    let mut ref_hooks = HookSet::new(&m);
+    ref_hooks.add("model.layers.0", Direction::Fwd, move |_, t| Ok(Some(t.broadcast_add(&add)?))).unwrap();
+    assert_eq!(steered[0], naive(&prompts[0], 6, Some(&mut ref_hooks)));
+}

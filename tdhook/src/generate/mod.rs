@@ -31,7 +31,9 @@ use crate::error::{Error, Result};
 use crate::hookable::Hookable;
 use crate::hookset::HookSet;
 use crate::hx::Hx;
-use crate::models::gpt2::{Gpt2, KvCache};
+use crate::models::gpt2::Gpt2;
+use crate::models::kv::KvCache;
+use crate::models::llama::Llama;
 use candle_core::{Device, Tensor};
 use sampling::{Rng, pick};
 
@@ -85,6 +87,32 @@ impl CausalLm for Gpt2 {
         hx: &mut Hx<'_>,
     ) -> candle_core::Result<Tensor> {
         Gpt2::forward_step(self, ids, positions, mask, Some(cache), hx)
+    }
+}
+
+impl CausalLm for Llama {
+    type Cache = KvCache;
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+    fn device(&self) -> Device {
+        self.lm_head.weight().device().clone()
+    }
+    fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        hx: &mut Hx<'_>,
+    ) -> candle_core::Result<Tensor> {
+        Llama::forward_step(self, ids, positions, mask, Some(cache), hx)
     }
 }
 

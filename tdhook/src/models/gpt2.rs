@@ -284,30 +284,7 @@ impl Gpt2Model {
     }
 }
 
-/// One block's cached keys and values, `[B, heads, S, head_dim]` each.
-pub type LayerKv = Option<(Tensor, Tensor)>;
-
-/// The key/value cache of a generation: one entry per block.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    /// Per block.
-    pub layers: Vec<LayerKv>,
-}
-
-impl KvCache {
-    /// How many tokens are cached.
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use super::kv::{KvCache, LayerKv};
 
 /// Additive causal mask `[1, 1, T, T]`: 0 on and below the diagonal, −inf above.
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {

@@ -32,6 +32,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use super::kv::{KvCache, LayerKv};
 use crate::hook;
 use crate::hookable::HookPoint;
 use crate::hx::Hx;
@@ -435,14 +436,15 @@ impl Attention {
 
     /// `x: [B, T, D]`; `cos`, `sin`: `[1 or B, T, head_dim]` (the rotary module's output for the
     /// query positions); `mask`: additive `[1 or B, 1, T, S]` (0 where allowed, −inf where not),
-    /// or `None` for no mask. Keys and values are the current tokens' (`S = T`); a KV cache would
-    /// append its past keys and values after RoPE, before `repeat_kv`.
+    /// or `None` for no mask. With `kv`, this layer's past keys and values (after RoPE, before
+    /// `repeat_kv`) are prepended and the new ones appended to the cache, so `S` = past + `T`.
     pub fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
+        kv: Option<&mut LayerKv>,
         hx: &mut Hx,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -452,12 +454,20 @@ impl Attention {
         let k = heads(hook!(hx, self.k_proj(x))?, nkv)?;
         let v = heads(hook!(hx, self.v_proj(x))?, nkv)?;
         let q = apply_rotary(&q, cos, sin)?;
-        let k = apply_rotary(&k, cos, sin)?;
+        let mut k = apply_rotary(&k, cos, sin)?;
+        let mut v = v;
+        if let Some(kv) = kv {
+            if let Some((pk, pv)) = kv.take() {
+                k = Tensor::cat(&[&pk, &k], 2)?;
+                v = Tensor::cat(&[&pv, &v], 2)?;
+            }
+            *kv = Some((k.clone(), v.clone()));
+        }
         let k = repeat_kv(k, nh / nkv)?;
         let v = repeat_kv(v, nh / nkv)?;
         let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) => scores.broadcast_add(&m.to_dtype(scores.dtype())?)?,
             None => scores,
         };
         // HF: softmax in f32, then back to the query dtype.
@@ -540,18 +550,19 @@ impl DecoderLayer {
         })
     }
 
-    /// `x: [B, T, D]` → `[B, T, D]`; `cos`, `sin`, `mask` as in [`Attention::forward`].
+    /// `x: [B, T, D]` → `[B, T, D]`; `cos`, `sin`, `mask`, `kv` as in [`Attention::forward`].
     pub fn forward(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
+        kv: Option<&mut LayerKv>,
         hx: &mut Hx,
     ) -> candle_core::Result<Tensor> {
         let x = hook!(hx, self.hook_resid_pre(x))?;
         let h = hook!(hx, self.input_layernorm(&x))?;
-        let x = (&x + hook!(hx, self.self_attn.forward(&h, cos, sin, mask))?)?;
+        let x = (&x + hook!(hx, self.self_attn.forward(&h, cos, sin, mask, kv))?)?;
         let h = hook!(hx, self.post_attention_layernorm(&x))?;
         let x = (&x + hook!(hx, self.mlp.forward(&h))?)?;
         hook!(hx, self.hook_resid_post(&x))
@@ -583,23 +594,42 @@ impl LlamaModel {
         } else {
             None
         };
-        self.forward_embeds(&x, &positions, mask.as_ref(), hx)
+        self.forward_embeds(&x, &positions, mask.as_ref(), None, hx)
+    }
+
+    /// One generation step: `ids [B, T]`, `positions [1 or B, T]`, additive `mask
+    /// [1 or B, 1, T, S]` (S = cached + T), appending to `cache`.
+    pub fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
+        let x = hook!(hx, self.embed_tokens(ids))?;
+        self.forward_embeds(&x, positions, Some(mask), cache, hx)
     }
 
     /// Everything after the embedding: `x: [B, T, D]`, `positions: [1 or B, T]` (integer),
-    /// `mask`: additive `[1 or B, 1, T, S]` or `None`. Hooks are at this model's level (`hx`
-    /// is the context [`LlamaModel::forward`] gets).
+    /// `mask`: additive `[1 or B, 1, T, S]` or `None`; `cache`: the KV cache when generating.
+    /// Hooks are at this model's level (`hx` is the context [`LlamaModel::forward`] gets).
     pub fn forward_embeds(
         &self,
         x: &Tensor,
         positions: &Tensor,
         mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
         hx: &mut Hx,
     ) -> candle_core::Result<Tensor> {
         let (cos, sin) = hook!(hx, self.rotary_emb.forward(x, positions))?;
         let mut x = x.clone();
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.resize(self.layers.len(), None);
+        }
         for i in 0..self.layers.len() {
-            x = hook!(hx, self.layers[i].forward(&x, &cos, &sin, mask))?;
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = hook!(hx, self.layers[i].forward(&x, &cos, &sin, mask, kv))?;
         }
         hook!(hx, self.norm(&x))
     }
@@ -732,6 +762,19 @@ impl Llama {
     /// `ids: [B, T]` → logits `[B, T, vocab]`.
     pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.model.forward(ids))?;
+        hook!(hx, self.lm_head(&h))
+    }
+
+    /// One generation step (see [`LlamaModel::forward_step`]) → logits `[B, T, vocab]`.
+    pub fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        hx: &mut Hx,
+    ) -> candle_core::Result<Tensor> {
+        let h = hook!(hx, self.model.forward_step(ids, positions, mask, cache))?;
         hook!(hx, self.lm_head(&h))
     }
 }

@@ -1,4 +1,5 @@
 //! Reference models whose hook paths are the HF names and whose outputs equal transformers'.
 
 pub mod gpt2;
+pub mod kv;
 pub mod llama;
