@@ -451,6 +451,7 @@ fn tuple_structs_use_index_segments_and_underscore_methods() {
         rows(&[("0", "Linear", Mod), ("2", "Linear", Mod)])
     );
     assert_eq!(route_of(&g, "2"), [2]);
+    assert_eq!(g.1, 7);
     assert_eq!(Gapped::path()._2().as_str(), "2");
 }
 
@@ -522,10 +523,7 @@ fn rename_with_several_segments() {
     // A multi-segment rename is one point: there is no `model` point.
     assert!(!m.hook_paths().iter().any(|p| p == "model"));
     assert_eq!(route_of(&m, "model.layers.1.up"), [0, 1, 0]);
-    assert_eq!(
-        Renamed::path().layers(1).up().as_str(),
-        "model.layers.1.up"
-    );
+    assert_eq!(Renamed::path().layers(1).up().as_str(), "model.layers.1.up");
     assert_eq!(Renamed::path().head().as_str(), "lm_head");
     assert_eq!(Renamed::path().norm().as_str(), "model.norm");
 }
@@ -576,6 +574,15 @@ fn leaf_marks_a_foreign_module_as_a_point_and_class_renames_the_struct() {
         ])
     );
     assert_eq!(m.hook_class(), "MyAttention");
+    let x = input();
+    assert_eq!(
+        vec2(&m.rotary.forward(&x).unwrap()),
+        vec2(&(&x * 2.0).unwrap())
+    );
+    assert_eq!(
+        vec2(&m.scale.forward(&x).unwrap()),
+        vec2(&(&x * 0.5).unwrap())
+    );
     assert_eq!(WithForeign::path().rotary().as_str(), "rotary");
     assert_eq!(WithForeign::path().scale().as_str(), "scale");
 
@@ -584,10 +591,7 @@ fn leaf_marks_a_foreign_module_as_a_point_and_class_renames_the_struct() {
     // Class filters see the renamed class.
     let hooks = HookSet::new(&outer);
     let sel = Selector::regex(".*").classes_to_hook(["MyAttention", "Rotary"]);
-    assert_eq!(
-        hooks.resolve_paths(sel).unwrap(),
-        ["inner", "inner.rotary"]
-    );
+    assert_eq!(hooks.resolve_paths(sel).unwrap(), ["inner", "inner.rotary"]);
     let sel = Selector::regex("inner\\..*").classes_to_skip(["Linear"]);
     assert_eq!(
         hooks.resolve_paths(sel).unwrap(),
@@ -628,7 +632,7 @@ fn hook_point_fields_are_marker_points() {
 }
 
 #[derive(Hookable)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::vec_box)] // `Vec<Box<Tensor>>` on purpose: still no point
 struct Plain {
     weight: Tensor,
     n_head: usize,
@@ -803,7 +807,11 @@ fn every_hook_form_fires_in_order_with_occurrences() -> tdhook::Result<()> {
     let x = input();
     let plain = m.plain(&x)?;
     let none = m.forward(&x, &mut Hx::none())?;
-    assert_eq!(vec2(&none), vec2(&plain), "hook-free forward equals plain candle");
+    assert_eq!(
+        vec2(&none),
+        vec2(&plain),
+        "hook-free forward equals plain candle"
+    );
 
     let mut seen: Vec<(String, usize)> = Vec::new();
     let mut classes: Vec<(String, &'static str)> = Vec::new();
@@ -816,10 +824,8 @@ fn every_hook_form_fires_in_order_with_occurrences() -> tdhook::Result<()> {
     })?;
     let y = hooks.run(|hx| m.forward(&x, hx))?;
     drop(hooks);
-    let expected: Vec<(String, usize)> = NET_CALLS
-        .iter()
-        .map(|&(p, o)| (p.to_string(), o))
-        .collect();
+    let expected: Vec<(String, usize)> =
+        NET_CALLS.iter().map(|&(p, o)| (p.to_string(), o)).collect();
     assert_eq!(seen, expected);
     assert_eq!(vec2(&y), vec2(&plain), "read-only hooks change nothing");
     let class_of = |p: &str| classes.iter().find(|(q, _)| q == p).unwrap().1;
@@ -984,7 +990,7 @@ fn typed_paths_select_the_points_hooks_fire_on() -> tdhook::Result<()> {
     }
     let fired = std::cell::RefCell::new(Vec::<String>::new());
     let mut hooks = HookSet::new(&m);
-    for p in typed {
+    for p in &typed {
         let fired = &fired;
         hooks.read(p, Direction::Fwd, move |ev, _| {
             fired.borrow_mut().push(ev.path.to_string());
@@ -994,11 +1000,12 @@ fn typed_paths_select_the_points_hooks_fire_on() -> tdhook::Result<()> {
     hooks.run(|hx| m.forward(&x, hx))?;
     drop(hooks);
     let fired = fired.into_inner();
-    let fired_once: std::collections::BTreeSet<&str> =
-        fired.iter().map(String::as_str).collect();
+    let fired_once: std::collections::BTreeSet<&str> = fired.iter().map(String::as_str).collect();
     assert_eq!(
         fired_once,
-        strs.iter().copied().collect::<std::collections::BTreeSet<_>>()
+        strs.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
     );
     // `mlp.down` and `blocks.0.up` are called twice each; everything else once.
     assert_eq!(fired.len(), strs.len() + 2);

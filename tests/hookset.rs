@@ -96,7 +96,9 @@ fn fwd_pre_hooks_see_the_input_and_can_replace_it() -> tdhook::Result<()> {
 
     // Replacing the model's input: a(0) = [0.5, -0.5]; b of that = [1, -1 + 1].
     let mut hooks = HookSet::new(&m);
-    hooks.add(Two::path().a(), Direction::FwdPre, |_, t| Ok(Some(t.zeros_like()?)))?;
+    hooks.add(Two::path().a(), Direction::FwdPre, |_, t| {
+        Ok(Some(t.zeros_like()?))
+    })?;
     assert_eq!(vec2(&hooks.run(|hx| m.forward(&ones(), hx))?), [[1., 0.]]);
     Ok(())
 }
@@ -104,13 +106,13 @@ fn fwd_pre_hooks_see_the_input_and_can_replace_it() -> tdhook::Result<()> {
 #[test]
 fn fwd_hooks_replace_the_output_and_chain_in_registration_order() -> tdhook::Result<()> {
     let m = Two::new();
+    let mut seen = Vec::new();
     let mut hooks = HookSet::new(&m);
     hooks.add("a", Direction::Fwd, |_, t| Ok(Some((t * 2.0)?)))?;
     // 2 · a(x) = [7, 13]; b = [7 - 13, 26 + 1].
     assert_eq!(vec2(&hooks.run(|hx| m.forward(&ones(), hx))?), [[-6., 27.]]);
 
     // A second hook at the same point sees the first one's replacement: (2 · a(x)) + 1 = [8, 14].
-    let mut seen = Vec::new();
     hooks.add("a", Direction::Fwd, |_, t| {
         seen.push(vec2(t));
         Ok(Some((t + 1.0)?))
@@ -145,7 +147,10 @@ fn a_replacement_with_the_wrong_shape_is_a_shape_mismatch_naming_the_path() -> t
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("`a`") && msg.contains("[1, 3]") && msg.contains("[1, 2]"), "{msg}");
+    assert!(
+        msg.contains("`a`") && msg.contains("[1, 3]") && msg.contains("[1, 2]"),
+        "{msg}"
+    );
 
     // The same for a pre-hook.
     let mut hooks = HookSet::new(&m);
@@ -154,7 +159,10 @@ fn a_replacement_with_the_wrong_shape_is_a_shape_mismatch_naming_the_path() -> t
         Err(Error::ShapeMismatch {
             what, path, got, ..
         }) => {
-            assert_eq!((what, path.as_str(), got.as_slice()), ("hook", "b", &[2][..]));
+            assert_eq!(
+                (what, path.as_str(), got.as_slice()),
+                ("hook", "b", &[2][..])
+            );
         }
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
@@ -199,7 +207,10 @@ fn forward_hooks_cannot_be_registered_on_bwd() {
     let m = Two::new();
     let mut hooks = HookSet::new(&m);
     let err = hooks.read("a", Direction::Bwd, |_, _| Ok(())).unwrap_err();
-    assert!(matches!(&err, Error::Invalid(msg) if msg.contains("grad_hook")), "{err}");
+    assert!(
+        matches!(&err, Error::Invalid(msg) if msg.contains("grad_hook")),
+        "{err}"
+    );
     assert!(hooks.is_empty());
 }
 
@@ -220,8 +231,8 @@ impl Twice {
 }
 
 #[test]
-fn a_module_called_twice_gives_occurrences_0_and_1_and_counts_restart_per_run()
--> tdhook::Result<()> {
+fn a_module_called_twice_gives_occurrences_0_and_1_and_counts_restart_per_run() -> tdhook::Result<()>
+{
     let m = Twice {
         shared: lin(&[&[1., 0.], &[0., 2.]], &[0., 0.]),
         other: lin(&[&[0., 1.], &[1., 0.]], &[1., 1.]),
@@ -349,7 +360,9 @@ fn patterns_are_full_match_so_h_1_does_not_select_h_10() -> tdhook::Result<()> {
 fn a_pattern_matching_nothing_is_no_match_listing_the_nearest_paths() {
     let m = Deep::new(3);
     let mut hooks = HookSet::new(&m);
-    let err = hooks.read(r"h\.0\.linn", Direction::Fwd, |_, _| Ok(())).unwrap_err();
+    let err = hooks
+        .read(r"h\.0\.linn", Direction::Fwd, |_, _| Ok(()))
+        .unwrap_err();
     match &err {
         Error::NoMatch {
             what,
@@ -363,7 +376,10 @@ fn a_pattern_matching_nothing_is_no_match_listing_the_nearest_paths() {
             assert!(!nearest.is_empty() && nearest.len() <= 5, "{nearest:?}");
             assert!(nearest.iter().any(|p| p == "h.0.lin"), "{nearest:?}");
             let all = m.hook_paths();
-            assert!(nearest.iter().all(|p| all.contains(p)), "only real paths: {nearest:?}");
+            assert!(
+                nearest.iter().all(|p| all.contains(p)),
+                "only real paths: {nearest:?}"
+            );
         }
         other => panic!("expected NoMatch, got {other:?}"),
     }
@@ -391,7 +407,10 @@ fn a_pattern_matching_nothing_is_no_match_listing_the_nearest_paths() {
     let sel = Selector::regex(r"h\.0\.lin").classes_to_skip(["Linear"]);
     assert!(matches!(hooks.resolve(sel), Err(Error::NoMatch { .. })));
     // An invalid regex says so.
-    assert!(matches!(hooks.resolve("h.(0"), Err(Error::BadPattern { .. })));
+    assert!(matches!(
+        hooks.resolve("h.(0"),
+        Err(Error::BadPattern { .. })
+    ));
 }
 
 #[test]
@@ -414,16 +433,19 @@ fn a_pattern_matching_only_list_points_is_only_lists() {
 #[test]
 fn absolute_sets_prefix_every_path_with_module() -> tdhook::Result<()> {
     let m = Deep::new(2);
+    let mut seen = Vec::new();
     let rel = HookSet::new(&m);
     let mut abs = HookSet::absolute(&m);
     let rel_paths: Vec<String> = rel.points().iter().map(|p| p.path.clone()).collect();
     let abs_paths: Vec<String> = abs.points().iter().map(|p| p.path.clone()).collect();
     assert_eq!(
         abs_paths,
-        rel_paths.iter().map(|p| format!("module.{p}")).collect::<Vec<_>>()
+        rel_paths
+            .iter()
+            .map(|p| format!("module.{p}"))
+            .collect::<Vec<_>>()
     );
     assert!(matches!(abs.resolve("h.0.lin"), Err(Error::NoMatch { .. })));
-    let mut seen = Vec::new();
     abs.read(r"module\.h\.1\.lin", Direction::Fwd, |ev, _| {
         seen.push(ev.path.to_string());
         Ok(())
@@ -494,7 +516,12 @@ fn hooks_borrow_local_mutable_state() -> tdhook::Result<()> {
     assert_eq!(count, 4);
     assert_eq!(
         norms.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        ["h.0.hook_out", "h.1.hook_out", "h.2.hook_out", "h.3.hook_out"]
+        [
+            "h.0.hook_out",
+            "h.1.hook_out",
+            "h.2.hook_out",
+            "h.3.hook_out"
+        ]
     );
     assert!(queue.is_empty());
     // h.2.lin was scaled by 1 (popped first), h.3.lin by 0: block 3 adds tanh(0) = 0.
@@ -505,11 +532,16 @@ fn hooks_borrow_local_mutable_state() -> tdhook::Result<()> {
 
 // ---- threads ---------------------------------------------------------------------------------
 
+/// A run's output and the block outputs it cached.
+type RunOut = (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>);
+
 /// A steering run: h.3.lin's output doubled; caches every block output.
-fn steer_run(m: &Deep, x: &Tensor) -> tdhook::Result<(Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>)> {
+fn steer_run(m: &Deep, x: &Tensor) -> tdhook::Result<RunOut> {
     let mut cache = Vec::new();
     let mut hooks = HookSet::new(m);
-    hooks.add(Deep::path().h(3).lin(), Direction::Fwd, |_, t| Ok(Some((t * 2.0)?)))?;
+    hooks.add(Deep::path().h(3).lin(), Direction::Fwd, |_, t| {
+        Ok(Some((t * 2.0)?))
+    })?;
     hooks.read(r"h\.\d+", Direction::Fwd, |_, t| {
         cache.push(vec2(t));
         Ok(())
@@ -520,7 +552,7 @@ fn steer_run(m: &Deep, x: &Tensor) -> tdhook::Result<(Vec<Vec<f32>>, Vec<Vec<Vec
 }
 
 /// An ablation run: h.7's output zeroed before it reaches the rest.
-fn ablate_run(m: &Deep, x: &Tensor) -> tdhook::Result<(Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>)> {
+fn ablate_run(m: &Deep, x: &Tensor) -> tdhook::Result<RunOut> {
     let mut hooks = HookSet::new(m);
     hooks.add(Deep::path().h(7).hook_out(), Direction::Fwd, |_, t| {
         Ok(Some(t.zeros_like()?))
@@ -645,8 +677,11 @@ fn loss_of(y: &Tensor) -> Result<Tensor> {
     y.sqr()?.sum_all()
 }
 
-fn grads_by_path(hooks: &HookSet) -> Vec<(String, usize, Tensor)> {
-    let mut g: Vec<(String, usize, Tensor)> = hooks
+/// `(path, occurrence, gradient)` records.
+type Grads = Vec<(String, usize, Tensor)>;
+
+fn grads_by_path(hooks: &HookSet) -> Grads {
+    let mut g: Grads = hooks
         .take_grads()
         .into_iter()
         .map(|r| (r.path, r.occurrence, r.grad))
@@ -665,7 +700,11 @@ fn recorded_gradients_equal_the_analytic_and_finite_difference_ones() -> tdhook:
     loss_of(&y)?.backward()?;
     let g = grads_by_path(&hooks);
     let paths: Vec<&str> = g.iter().map(|(p, _, _)| p.as_str()).collect();
-    assert_eq!(paths, ["a", "b"], "c is off the loss's path: nothing recorded");
+    assert_eq!(
+        paths,
+        ["a", "b"],
+        "c is off the loss's path: nothing recorded"
+    );
     assert!(g.iter().all(|(_, o, _)| *o == 0));
 
     // By hand: dL/dy = 2y; dL/dh = dL/dy · W_b; dL/da = dL/dh ⊙ (1 − tanh²(a)).
@@ -684,7 +723,9 @@ fn recorded_gradients_equal_the_analytic_and_finite_difference_ones() -> tdhook:
     let loss_with = |delta: Option<(usize, usize, f64)>| -> tdhook::Result<f64> {
         let mut hooks = HookSet::new(&m);
         hooks.add("a", Direction::Fwd, move |_, t| {
-            let Some((i, j, d)) = delta else { return Ok(None) };
+            let Some((i, j, d)) = delta else {
+                return Ok(None);
+            };
             let mut v = t.to_vec2::<f64>()?;
             v[i][j] += d;
             Ok(Some(Tensor::new(v, t.device())?))
@@ -693,10 +734,10 @@ fn recorded_gradients_equal_the_analytic_and_finite_difference_ones() -> tdhook:
         Ok(loss_of(&y)?.to_scalar::<f64>()?)
     };
     let g_a = g[0].2.to_vec2::<f64>()?;
-    for i in 0..2 {
-        for j in 0..3 {
+    for (i, row) in g_a.iter().enumerate() {
+        for (j, &want) in row.iter().enumerate() {
             let fd = (loss_with(Some((i, j, eps)))? - loss_with(Some((i, j, -eps)))?) / (2.0 * eps);
-            assert!((fd - g_a[i][j]).abs() < 1e-6, "({i}, {j}): fd {fd} vs {}", g_a[i][j]);
+            assert!((fd - want).abs() < 1e-6, "({i}, {j}): fd {fd} vs {want}");
         }
     }
     assert!(hooks.take_grads().is_empty(), "take_grads drains");
@@ -764,7 +805,7 @@ fn gradients_on_two_parallel_branches_and_the_input() -> tdhook::Result<()> {
 fn a_grad_hook_that_replaces_the_gradient_changes_what_flows_upstream() -> tdhook::Result<()> {
     let m = GradNet::new();
     let x = Var::from_tensor(&x64())?;
-    let run = |scale: Option<f64>| -> tdhook::Result<(Tensor, Vec<(String, usize, Tensor)>)> {
+    let run = |scale: Option<f64>| -> tdhook::Result<(Tensor, Grads)> {
         let mut hooks = HookSet::new(&m);
         hooks.grad("a|b")?;
         if let Some(s) = scale {

@@ -215,7 +215,7 @@ fn impl_path(input: &Input) -> TokenStream {
         }
 
         // A model need not use every field's typed path.
-        #[allow(non_snake_case, dead_code)]
+        #[allow(non_snake_case, dead_code, clippy::useless_conversion)]
         impl #impl_g #path_ty #ty_g #where_c {
             #(#methods)*
         }

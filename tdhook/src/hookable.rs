@@ -105,7 +105,7 @@ pub trait HookFields {
 /// Types with a typed path: `Gpt2::path().transformer().h(3).mlp()`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no typed hook path",
-    label = "this field's type does not implement `HasPath` (nor, likely, `Hookable`)",
+    label = "this field's type does not implement `HasPath`",
     note = "derive `Hookable` on it (which implements `HasPath`), mark the field `#[hook(leaf)]` if it is a candle `Module`, or `#[hook(skip)]` if it holds no module"
 )]
 pub trait HasPath {

@@ -43,7 +43,10 @@ impl<M: candle_core::Module + Hookable> Model<M> {
 fn main() -> Result<()> {
     let dev = Device::Cpu;
     let lin = || Linear::new(Tensor::eye(2, DType::F32, &dev).unwrap(), None);
-    let mlp = || Mlp { c_fc: lin(), _scale: 1.0 };
+    let mlp = || Mlp {
+        c_fc: lin(),
+        _scale: 1.0,
+    };
     let model = Model {
         embed: lin(),
         mlp: mlp(),
