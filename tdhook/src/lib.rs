@@ -111,6 +111,29 @@ pub mod __private {
 
     impl<T: crate::HookFields> FieldsOf for T {}
 
+    /// `hook!`'s leaf call on an `Option<M>` field: the inner module, or an error naming the
+    /// field when it is `None`.
+    pub trait OptionalLeaf {
+        /// Forward through the inner module.
+        fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor>;
+    }
+
+    impl<M: Module> OptionalLeaf for Option<M> {
+        fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+            match self {
+                Some(m) => m.forward(xs),
+                None => Err(none_field(std::any::type_name::<M>())),
+            }
+        }
+    }
+
+    /// The error for calling a `None` field through `hook!`.
+    pub fn none_field(what: &str) -> candle_core::Error {
+        candle_core::Error::Msg(format!(
+            "hook!: the Option field `{what}` is None; check it with `if let Some(..)` before calling it"
+        ))
+    }
+
     #[inline(always)]
     pub fn as_tensor<T: AsRef<Tensor> + ?Sized>(t: &T) -> &Tensor {
         t.as_ref()

@@ -8,6 +8,10 @@
 /// | `hook!(hx, self.f.m(x, ..))` | a nested `Hookable` | `self.f.m(x, .., sub_hx)`: the context one path deeper is appended |
 /// | `hook!(hx, self.f[i](x, ..))` | element `i` of a list of leaves | `self.f[i].forward(x, ..)` |
 /// | `hook!(hx, self.f[i].m(x, ..))` | element `i` of a list of nested modules | `self.f[i].m(x, .., sub_hx)` |
+/// | `hook!(hx, self.f?.m(x, ..))` | a nested module in an `Option` field | the inner module's `m`; an error if `None` |
+///
+/// A leaf in an `Option` field uses the plain leaf form (`hook!(hx, self.f(x))`): it calls the
+/// inner module, and is an error if the field is `None`.
 ///
 /// The first argument is the input `FwdPre` hooks see (it must be a `&Tensor`, or for leaves
 /// anything `AsRef<Tensor>`); `Fwd` and `Bwd` hooks see the output (a `Tensor`, or the first
@@ -65,15 +69,36 @@ macro_rules! hook {
         };
         match $crate::Hx::element($hx, __slot, $i) {
             ::core::option::Option::None => {
-                use $crate::__private::Module as _;
+                #[allow(unused_imports)]
+                use $crate::__private::{Module as _, OptionalLeaf as _};
                 $s.$f[$i].forward($first $(, $rest)*)
             }
             ::core::option::Option::Some(__point) => __point.leaf(
                 $crate::__private::as_tensor(&$first),
                 |__in| {
-                    use $crate::__private::Module as _;
+                    #[allow(unused_imports)]
+                use $crate::__private::{Module as _, OptionalLeaf as _};
                     $s.$f[$i].forward(__in $(, $rest)*)
                 },
+            ),
+        }
+    }};
+    // nested module in an `Option` field: `self.f?.m(x, ..)`; an error if the field is None
+    ($hx:expr, $s:ident . $f:tt ? . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
+        let __slot = {
+            use $crate::__private::FieldsOf as _;
+            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+        };
+        match (&$s.$f, $crate::Hx::point($hx, __slot)) {
+            (::core::option::Option::None, _) => ::core::result::Result::Err(
+                $crate::__private::none_field(stringify!($f)),
+            ),
+            (::core::option::Option::Some(__inner), ::core::option::Option::None) => {
+                __inner.$m($first $(, $rest)*, &mut $crate::Hx::none())
+            }
+            (::core::option::Option::Some(__inner), ::core::option::Option::Some(__point)) => __point.nested(
+                $crate::__private::as_tensor(&$first),
+                |__in, __hx| __inner.$m(__in $(, $rest)*, __hx),
             ),
         }
     }};
@@ -99,13 +124,15 @@ macro_rules! hook {
         };
         match $crate::Hx::point($hx, __slot) {
             ::core::option::Option::None => {
-                use $crate::__private::Module as _;
+                #[allow(unused_imports)]
+                use $crate::__private::{Module as _, OptionalLeaf as _};
                 $s.$f.forward($first $(, $rest)*)
             }
             ::core::option::Option::Some(__point) => __point.leaf(
                 $crate::__private::as_tensor(&$first),
                 |__in| {
-                    use $crate::__private::Module as _;
+                    #[allow(unused_imports)]
+                use $crate::__private::{Module as _, OptionalLeaf as _};
                     $s.$f.forward(__in $(, $rest)*)
                 },
             ),
