@@ -4,9 +4,13 @@
 #   scripts/bench-hooks-off.sh                  # interleaved (1 thread and default pool) + criterion
 #   scripts/bench-hooks-off.sh --interleaved    # interleaved only (~3.5 min on 2 cores)
 #   scripts/bench-hooks-off.sh --criterion      # criterion only (~1.5–2 min)
+#   scripts/bench-hooks-off.sh --count          # instruction counts under callgrind (tiny, ~1.5 min)
 #
 # Env: CRITERION_THREADS (RAYON_NUM_THREADS for the criterion run; default 1, "default" for the
-# default pool); extra arguments after `--` go to the interleaved bench (e.g. -- --budget-small 30).
+# default pool); NICE (e.g. NICE=-10: run the timed binaries at that niceness, so that on a shared
+# machine other work yields the CPU; needs root for negative values); COUNT_FORWARDS,
+# COUNT_REPEATS (--count). Extra arguments after `--` go to the interleaved bench
+# (e.g. -- --budget-small 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -14,21 +18,26 @@ target=${CARGO_TARGET_DIR:-$root/target}
 
 run_interleaved=1
 run_criterion=1
+run_count=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --interleaved) run_criterion=0 ;;
     --criterion) run_interleaved=0 ;;
+    --count) run_interleaved=0; run_criterion=0; run_count=1 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 
+nice=""
+[[ -n ${NICE:-} ]] && nice="nice -n $NICE"
+
 echo "== machine"
 echo "cpu:    $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores online)"
 echo "rustc:  $(rustc --version)"
-echo "load:   $(uptime | sed 's/.*load average: //') (1, 5, 15 min)"
+echo "load:   $(uptime | sed 's/.*load average: //') (1, 5, 15 min)${NICE:+; timed runs at nice $NICE}"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
 echo
 
@@ -36,15 +45,74 @@ echo "== build (bench profile)"
 cargo bench --no-run --bench hooks_off --bench hooks_off_interleaved 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
 echo
 
+if [[ $run_count == 1 ]]; then
+  # Instructions the main thread executes inside `PlainGpt2::forward` / `Gpt2::forward`, counted
+  # by callgrind (no timing noise). Each run builds the tiny models, runs one forward of each arm
+  # (the logits check) and then N forwards of one arm: I_plain = (N+1)P + D, I_dsl = P + (N+1)D,
+  # so (I_plain - I_dsl) / N = P - D. glibc malloc's internal work varies from run to run (the
+  # rayon worker allocates too), so the pair is repeated and malloc.c is also reported apart.
+  command -v valgrind >/dev/null || { echo "valgrind not found" >&2; exit 1; }
+  n=${COUNT_FORWARDS:-50}
+  reps=${COUNT_REPEATS:-3}
+  bin=$(cargo bench --no-run --bench hooks_off_interleaved 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
+  tmp=$(mktemp -d)
+  for rep in $(seq 1 "$reps"); do
+    for arm in plain dsl; do
+      RAYON_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$arm.$rep" \
+        --collect-atstart=no \
+        --toggle-collect='hooks_off_interleaved::support::plain_gpt2::PlainGpt2::forward' \
+        --toggle-collect='tdhook::models::gpt2::Gpt2::forward' \
+        "$bin" --only $arm "$n" --shape tiny >"$tmp/log.$arm.$rep" 2>&1
+      callgrind_annotate --inclusive=no --threshold=100 "$tmp/cg.$arm.$rep" >"$tmp/ann.$arm.$rep" 2>/dev/null
+    done
+    echo "callgrind pair $rep/$reps done"
+  done
+  echo "== callgrind instruction counts (tiny, RAYON_NUM_THREADS=1, $n forwards per arm + 1 of each, $reps pairs)"
+  python3 - "$tmp" "$n" "$reps" <<'PY'
+import re, sys
+tmp, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def counts(path):
+    total = malloc = 0
+    for line in open(path):
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
+        if not m:
+            continue
+        ir, name = int(m.group(1).replace(",", "")), m.group(2)
+        if name.startswith("PROGRAM TOTALS"):
+            total = ir
+        elif "/malloc/" in name:
+            malloc += ir
+    return total, malloc
+rows = []
+for r in range(1, reps + 1):
+    (ta, ma), (tb, mb) = counts(f"{tmp}/ann.plain.{r}"), counts(f"{tmp}/ann.dsl.{r}")
+    p_plus_d = (ta + tb) / (n + 2)
+    diff = (ta - tb) / n  # P - D
+    p, d = (p_plus_d + diff) / 2, (p_plus_d - diff) / 2
+    rows.append((p, d, d - p, ((tb - mb) - (ta - ma)) / n, (mb - ma) / n))
+mean = lambda xs: sum(xs) / len(xs)
+print("| pair | instr./forward plain | dsl_hooks_off | dsl − plain | of which outside malloc | of which in malloc.c | ratio dsl/plain |")
+print("|---|---|---|---|---|---|---|")
+for i, (p, d, delta, code, mal) in enumerate(rows, 1):
+    print(f"| {i} | {p:,.0f} | {d:,.0f} | {delta:+,.0f} | {code:+,.0f} | {mal:+,.0f} | {d / p:.5f} |")
+p, d = mean([r[0] for r in rows]), mean([r[1] for r in rows])
+deltas = [r[2] for r in rows]
+print(f"| mean | {p:,.0f} | {d:,.0f} | {mean(deltas):+,.0f} (min {min(deltas):+,.0f}, max {max(deltas):+,.0f}) "
+      f"| {mean([r[3] for r in rows]):+,.0f} | {mean([r[4] for r in rows]):+,.0f} | {d / p:.5f} |")
+PY
+  echo "(callgrind outputs: $tmp; e.g. callgrind_annotate --inclusive=no $tmp/cg.dsl.1)"
+  exit 0
+fi
+
 rows=()
 if [[ $run_interleaved == 1 ]]; then
   for threads in 1 default; do
     if [[ $threads == 1 ]]; then
       echo "== interleaved, RAYON_NUM_THREADS=1"
-      out=$(RAYON_NUM_THREADS=1 cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
+      out=$(RAYON_NUM_THREADS=1 $nice cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
     else
       echo "== interleaved, default thread pool (RAYON_NUM_THREADS unset: $(nproc) cores)"
-      out=$(env -u RAYON_NUM_THREADS cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
+      out=$(env -u RAYON_NUM_THREADS $nice cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
     fi
     echo "load after: $(uptime | sed 's/.*load average: //')"
     while IFS= read -r line; do
@@ -58,9 +126,9 @@ if [[ $run_criterion == 1 ]]; then
   ct=${CRITERION_THREADS:-1}
   echo "== criterion (sequential A then B), RAYON_NUM_THREADS=$ct"
   if [[ $ct == default ]]; then
-    env -u RAYON_NUM_THREADS cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E '^\[|time:|^[a-z_]+/[a-z_]+' || true
+    env -u RAYON_NUM_THREADS $nice cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
   else
-    RAYON_NUM_THREADS=$ct cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E '^\[|time:|^[a-z_]+/[a-z_]+' || true
+    RAYON_NUM_THREADS=$ct $nice cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
   fi
   echo "load after: $(uptime | sed 's/.*load average: //')"
   echo
@@ -68,8 +136,8 @@ fi
 
 if [[ ${#rows[@]} -gt 0 ]]; then
   echo "== interleaved: per-forward medians, ratio dsl_hooks_off / plain"
-  echo "| shape | threads | rounds × K | plain (median) | dsl_hooks_off (median) | ratio dsl/plain | 95% bootstrap CI | per-round ratio median [min, max] |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| shape | threads | rounds × K | plain (median) | dsl_hooks_off (median) | ratio of medians [95% CI] | ratio of p10 [95% CI] | per-round ratio median [95% CI] | per-round min – max |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
 fi

@@ -12,10 +12,13 @@
 #     driver 580) and cudarc 0.19 (which panics on an nvcc newer than it knows).
 #   * exports CU (the toolkit root), PATH, CUDA_HOME, CUDA_ROOT, CUDA_PATH,
 #     CUDA_COMPUTE_CAP (default 90, H100/H200), LD_LIBRARY_PATH (for nvrtc/cublas at run time).
-#   * builds the link-only libcuda stub (scripts/stub-libcuda/libcuda.so) and exports
-#     STUB_LIBCUDA_DIR; add `-L $STUB_LIBCUDA_DIR` to RUSTFLAGS only when LINKING test/bench
-#     binaries on a machine without a driver (TDHOOK_CUDA_RUSTFLAGS holds the flag). The stub
-#     is never shipped or loaded: on the GPU machine the real libcuda.so.1 is found first.
+#   * builds the link-only libcuda stub (scripts/stub-libcuda/libcuda.so, plus unversioned
+#     symlinks to the wheel's libcublas/libcurand/libnvrtc) and puts its folder on
+#     LIBRARY_PATH, which the linker driver searches for `-lcuda` etc.: test and bench
+#     binaries then link on a machine without a driver, and no RUSTFLAGS change forces a
+#     rebuild (TDHOOK_CUDA_RUSTFLAGS="-L <stub dir>" is exported for those who prefer flags).
+#     The stub is never shipped or loaded: binaries record the soname libcuda.so.1, which
+#     the GPU machine's driver provides.
 #
 # Variables you may set before sourcing: CUDA_VENV, CUDA_TOOLKIT_VERSION (default 13.0.*),
 # CUDA_COMPUTE_CAP.
@@ -49,13 +52,19 @@ export CUDA_HOME="$CU" CUDA_ROOT="$CU" CUDA_PATH="$CU"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 # The wheels put libraries in lib/ (some versions in lib64/); nvcc needs cudart's headers in include/.
 export LD_LIBRARY_PATH="$CU/lib:$CU/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LIBRARY_PATH="$CU/lib:$CU/lib64${LIBRARY_PATH:+:$LIBRARY_PATH}"
 
 # Link-only libcuda stub (no driver on this machine).
 export STUB_LIBCUDA_DIR="$_tdhook_script_dir/stub-libcuda"
-if [ ! -f "$STUB_LIBCUDA_DIR/libcuda.so" ] || [ "$STUB_LIBCUDA_DIR/stub.c" -nt "$STUB_LIBCUDA_DIR/libcuda.so" ]; then
-    make -s -C "$STUB_LIBCUDA_DIR" >&2 || echo "cuda-env: could not build the libcuda stub" >&2
+if [ ! -f "$STUB_LIBCUDA_DIR/libcuda.so" ] || [ ! -e "$STUB_LIBCUDA_DIR/libnvrtc.so" ] \
+    || [ "$STUB_LIBCUDA_DIR/stub.c" -nt "$STUB_LIBCUDA_DIR/libcuda.so" ] \
+    || [ "$STUB_LIBCUDA_DIR/symbols.inc" -nt "$STUB_LIBCUDA_DIR/libcuda.so" ]; then
+    rm -f "$STUB_LIBCUDA_DIR/libcuda.so"
+    make -s -C "$STUB_LIBCUDA_DIR" CU="$CU" >&2 || echo "cuda-env: could not build the libcuda stub" >&2
 fi
+case ":${LIBRARY_PATH:-}:" in
+    *":$STUB_LIBCUDA_DIR:"*) ;;
+    *) export LIBRARY_PATH="$STUB_LIBCUDA_DIR:$CU/lib${LIBRARY_PATH:+:$LIBRARY_PATH}" ;;
+esac
 export TDHOOK_CUDA_RUSTFLAGS="-L $STUB_LIBCUDA_DIR"
 unset _tdhook_script_dir
 unset -f _tdhook_find_cu

@@ -11,7 +11,14 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=cuda");
-    for v in ["NVCC", "CUDA_HOME", "CUDA_ROOT", "CUDA_PATH", "CUDA_COMPUTE_CAP", "NVCC_CCBIN"] {
+    for v in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_ROOT",
+        "CUDA_PATH",
+        "CUDA_COMPUTE_CAP",
+        "NVCC_CCBIN",
+    ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -26,7 +33,10 @@ fn main() {
             .find(|p| p.exists())
     });
     let nvcc = nvcc.unwrap_or_else(|| PathBuf::from("nvcc"));
-    let cap = env::var("CUDA_COMPUTE_CAP").ok().map(|c| c.replace('.', "")).unwrap_or_else(|| "80".into());
+    let cap = env::var("CUDA_COMPUTE_CAP")
+        .ok()
+        .map(|c| c.replace('.', ""))
+        .unwrap_or_else(|| "80".into());
     let src = PathBuf::from("cuda/tdhook_kernels.cu");
     let ptx = out.join("tdhook_kernels.ptx");
     let mut cmd = Command::new(&nvcc);
@@ -46,6 +56,9 @@ fn main() {
         )
     });
     if !status.success() {
-        panic!("tdhook-kernels: nvcc failed on {} ({status})", src.display());
+        panic!(
+            "tdhook-kernels: nvcc failed on {} ({status})",
+            src.display()
+        );
     }
 }

@@ -7,11 +7,15 @@
 //! does not is the hook plumbing — which is what the `hooks_off` benches measure.
 //!
 //! The identity dropouts are called here too (an `Arc` clone each), because the DSL model calls
-//! them as modules; leaving them out would charge the model's structure to the DSL.
+//! them as modules; leaving them out would charge the model's structure to the DSL. The causal
+//! mask comes from `tdhook::models::gpt2::causal_mask`, a plain candle function: a copy compiled
+//! in this crate collects the mask with about twice the instructions (generic code instantiated
+//! in another crate is optimised differently), which made *plain* look slower than the DSL under
+//! callgrind — an artefact, not the DSL's doing.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
-use tdhook::models::gpt2::Gpt2Config;
+use tdhook::models::gpt2::{Gpt2Config, causal_mask};
 use tdhook::nn::{Conv1D, Dropout, LayerNorm, softmax_last_dim};
 
 /// One `GPT2Block`, flattened: attention and MLP inline.
@@ -80,14 +84,39 @@ impl PlainBlock {
     }
 }
 
-/// GPT-2 (`GPT2LMHeadModel`) as plain candle.
+/// `GPT2Model` as plain candle: embeddings, blocks, final norm.
 #[derive(Clone, Debug)]
-pub struct PlainGpt2 {
+struct PlainGpt2Model {
     wte: Embedding,
     wpe: Embedding,
     drop: Dropout,
     blocks: Vec<PlainBlock>,
     ln_f: LayerNorm,
+}
+
+impl PlainGpt2Model {
+    /// `ids: [B, T]` → hidden states `[B, T, D]`.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, t as u32, ids.device())?.unsqueeze(0)?;
+        let mask = causal_mask(t, DType::F32, ids.device())?;
+        let tok = self.wte.forward(ids)?;
+        let pos = self.wpe.forward(&positions)?;
+        let x = tok.broadcast_add(&pos)?;
+        let mut x = self.drop.forward(&x)?;
+        let mask = mask.to_dtype(x.dtype())?;
+        for block in &self.blocks {
+            x = block.forward(&x, &mask)?;
+        }
+        self.ln_f.forward(&x)
+    }
+}
+
+/// GPT-2 (`GPT2LMHeadModel`) as plain candle. Split into transformer and head like the DSL
+/// model, so temporaries are freed at the same points (the allocator's work depends on it).
+#[derive(Clone, Debug)]
+pub struct PlainGpt2 {
+    transformer: PlainGpt2Model,
     lm_head: Linear,
 }
 
@@ -112,36 +141,22 @@ impl PlainGpt2 {
             )
         };
         Ok(Self {
-            wte,
-            wpe,
-            drop: Dropout,
-            blocks,
-            ln_f,
+            transformer: PlainGpt2Model {
+                wte,
+                wpe,
+                drop: Dropout,
+                blocks,
+                ln_f,
+            },
             lm_head,
         })
     }
 
-    /// `ids: [B, T]` → logits `[B, T, vocab]`.
+    /// `ids: [B, T]` → logits `[B, T, vocab]`. Never inlined, like `Gpt2::forward` (a call into
+    /// another crate), so both arms are one call and profilers can find it by name.
+    #[inline(never)]
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, t as u32, ids.device())?.unsqueeze(0)?;
-        let tok = self.wte.forward(ids)?;
-        let pos = self.wpe.forward(&positions)?;
-        let x = tok.broadcast_add(&pos)?;
-        let mut x = self.drop.forward(&x)?;
-        let mask = causal_mask(t, x.dtype(), x.device())?;
-        for block in &self.blocks {
-            x = block.forward(&x, &mask)?;
-        }
-        let h = self.ln_f.forward(&x)?;
+        let h = self.transformer.forward(ids)?;
         self.lm_head.forward(&h)
     }
-}
-
-/// Additive causal mask `[1, 1, T, T]`: 0 on and below the diagonal, −inf above.
-fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0. } else { f32::NEG_INFINITY }))
-        .collect();
-    Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
 }

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, D, DType, InplaceOp2, Layout, Result, S
 use crate::error::{KernelError, arg, shape};
 use crate::util::{
     Elem, RowMap, SyncPtr, check_float, dispatch_mut, dispatch_new, dot, for_each_row, gather_f32,
-    new_rows, src_row, with_dst_row,
+    new_rows, own_f32, src_row, with_dst_row,
 };
 
 fn check(op: &'static str, x: &Tensor, u: &Tensor) -> Result<usize> {
@@ -16,9 +16,17 @@ fn check(op: &'static str, x: &Tensor, u: &Tensor) -> Result<usize> {
     if !x.device().same_device(u.device()) {
         return Err(KernelError::Device { op }.into());
     }
-    let d = *x.dims().last().ok_or_else(|| shape(op, "x", x.dims(), "[..., D] (rank >= 1)"))?;
+    let d = *x
+        .dims()
+        .last()
+        .ok_or_else(|| shape(op, "x", x.dims(), "[..., D] (rank >= 1)"))?;
     if u.dims() != [d] {
-        return Err(shape(op, "direction", u.dims(), format!("[D] with D = {d}")));
+        return Err(shape(
+            op,
+            "direction",
+            u.dims(),
+            format!("[D] with D = {d}"),
+        ));
     }
     Ok(d)
 }
@@ -38,7 +46,11 @@ pub(crate) struct Ablate {
 /// û = u / ‖u‖ in f32 (computed in f64); a zero direction ablates nothing.
 fn unit(u: &[f32]) -> Vec<f32> {
     let n = u.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-    if n == 0.0 { vec![0.0; u.len()] } else { u.iter().map(|&v| (v as f64 / n) as f32).collect() }
+    if n == 0.0 {
+        vec![0.0; u.len()]
+    } else {
+        u.iter().map(|&v| (v as f64 / n) as f32).collect()
+    }
 }
 
 #[inline(always)]
@@ -65,7 +77,7 @@ fn ablate_row<T: Elem>(row: &mut [T], uh: &[f32]) {
 /// ```
 pub fn ablate_(x: &Tensor, u: &Tensor) -> Result<()> {
     let d = check(ABLATE, x, u)?;
-    x.inplace_op2(&u.to_dtype(DType::F32)?, &Ablate { d })
+    x.inplace_op2(&own_f32(u)?, &Ablate { d })
 }
 
 /// Out-of-place [`ablate_`]: a new contiguous tensor. Differentiable in `x` (the direction
@@ -89,7 +101,9 @@ fn ablate_inplace<T: Elem>(x: &mut [T], xl: &Layout, uh: &[f32]) {
     let ptr = SyncPtr(x.as_mut_ptr());
     assert!(map.span_end() <= x.len());
     // SAFETY: disjoint rows, each visited once.
-    for_each_row(map.n_rows, map.d, |r| unsafe { with_dst_row(ptr, &map, r, |row| ablate_row(row, uh)) });
+    for_each_row(map.n_rows, map.d, |r| unsafe {
+        with_dst_row(ptr, &map, r, |row| ablate_row(row, uh))
+    });
 }
 
 fn ablate_new<T: Elem>(x: &[T], xl: &Layout, uh: &[f32]) -> Vec<T> {
@@ -116,7 +130,13 @@ impl InplaceOp2 for Ablate {
         "tdhook-ablate-inplace"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         check_d(ABLATE, self.d, l1)?;
         let uh = unit(&gather_f32(s2, l2)?);
         dispatch_mut!(ABLATE, s1, |x| ablate_inplace(x, l1, &uh));
@@ -141,7 +161,13 @@ impl CustomOp2 for Ablate {
         "tdhook-ablate"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         check_d(ABLATE, self.d, l1)?;
         let uh = unit(&gather_f32(s2, l2)?);
         let out = dispatch_new!(ABLATE, s1, |x| ablate_new(x, l1, &uh));
@@ -160,7 +186,13 @@ impl CustomOp2 for Ablate {
         crate::cuda::rowwise_new(crate::cuda::RowOp::Ablate, s1, l1, s2, l2, 0.0)
     }
 
-    fn bwd(&self, _x: &Tensor, u: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The projection I − ûûᵀ is symmetric: the gradient is the ablated gradient.
         Ok((Some(ablate(grad, u)?), None))
     }
@@ -222,7 +254,13 @@ fn nps_scale<T: Elem>(xr: &[T], v: &[f32], alpha: f32) -> f32 {
 /// ```
 pub fn norm_preserving_steer_(x: &Tensor, v: &Tensor, alpha: f64) -> Result<()> {
     let d = check(NPS, x, v)?;
-    x.inplace_op2(&v.to_dtype(DType::F32)?, &NormSteer { d, alpha: alpha as f32 })
+    x.inplace_op2(
+        &own_f32(v)?,
+        &NormSteer {
+            d,
+            alpha: alpha as f32,
+        },
+    )
 }
 
 /// Out-of-place [`norm_preserving_steer_`]: a new contiguous tensor. Differentiable in `x`
@@ -239,7 +277,13 @@ pub fn norm_preserving_steer_(x: &Tensor, v: &Tensor, alpha: f64) -> Result<()> 
 /// ```
 pub fn norm_preserving_steer(x: &Tensor, v: &Tensor, alpha: f64) -> Result<Tensor> {
     let d = check(NPS, x, v)?;
-    x.apply_op2(&v.to_dtype(DType::F32)?, NormSteer { d, alpha: alpha as f32 })
+    x.apply_op2(
+        &v.to_dtype(DType::F32)?,
+        NormSteer {
+            d,
+            alpha: alpha as f32,
+        },
+    )
 }
 
 fn nps_inplace<T: Elem>(x: &mut [T], xl: &Layout, v: &[f32], alpha: f32) {
@@ -276,7 +320,13 @@ impl InplaceOp2 for NormSteer {
         "tdhook-norm-steer-inplace"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         check_d(NPS, self.d, l1)?;
         let v = gather_f32(s2, l2)?;
         dispatch_mut!(NPS, s1, |x| nps_inplace(x, l1, &v, self.alpha));
@@ -301,7 +351,13 @@ impl CustomOp2 for NormSteer {
         "tdhook-norm-steer"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         check_d(NPS, self.d, l1)?;
         let v = gather_f32(s2, l2)?;
         let out = dispatch_new!(NPS, s1, |x| nps_new(x, l1, &v, self.alpha));
@@ -320,7 +376,13 @@ impl CustomOp2 for NormSteer {
         crate::cuda::rowwise_new(crate::cuda::RowOp::NormSteer, s1, l1, s2, l2, self.alpha)
     }
 
-    fn bwd(&self, x: &Tensor, v: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // y = s·z, z = x + αv, s = ‖x‖/‖z‖.
         // grad_z = s·g − (g·z)·‖x‖·z/‖z‖³ ; grad_x = grad_z + (g·z)·x/(‖x‖‖z‖) ;
         // grad_v = α Σ_rows grad_z.
@@ -334,7 +396,8 @@ impl CustomOp2 for NormSteer {
         let s = (&nx / &nz)?;
         let gz = (&g * &z)?.sum_keepdim(D::Minus1)?;
         let nz3 = nz.powf(3.0)?;
-        let grad_z = (g.broadcast_mul(&s)? - z.broadcast_mul(&(&gz * &nx)?.broadcast_div(&nz3)?)?)?;
+        let grad_z =
+            (g.broadcast_mul(&s)? - z.broadcast_mul(&(&gz * &nx)?.broadcast_div(&nz3)?)?)?;
         let grad_x = (&grad_z + xf.broadcast_mul(&(&gz / (&nx * &nz)?)?)?)?;
         let rows = grad_z.elem_count() / self.d;
         let grad_v = grad_z.reshape((rows, self.d))?.sum(0)?.affine(a, 0.0)?;

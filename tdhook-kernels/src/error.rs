@@ -50,7 +50,11 @@ impl From<KernelError> for candle_core::Error {
 }
 
 pub(crate) fn arg(op: &'static str, msg: impl Into<String>) -> candle_core::Error {
-    KernelError::Argument { op, msg: msg.into() }.into()
+    KernelError::Argument {
+        op,
+        msg: msg.into(),
+    }
+    .into()
 }
 
 pub(crate) fn shape(
@@ -59,5 +63,11 @@ pub(crate) fn shape(
     got: &[usize],
     expected: impl Into<String>,
 ) -> candle_core::Error {
-    KernelError::Shape { op, what, got: got.to_vec(), expected: expected.into() }.into()
+    KernelError::Shape {
+        op,
+        what,
+        got: got.to_vec(),
+        expected: expected.into(),
+    }
+    .into()
 }

@@ -50,8 +50,8 @@ pub use error::KernelError;
 pub use patch::{head_channels, patch, patch_};
 pub use positions::{Positions, Rows};
 pub use probe::{
-    LinearProbes, LogisticConfig, LogisticFit, mean_difference_probes, ridge_probes,
-    train_logistic_probes,
+    LinearProbes, LogisticConfig, LogisticFit, logistic_loss_grad, mean_difference_probes,
+    ridge_probes, train_logistic_probes,
 };
 pub use steer::{steer_add, steer_add_};
 

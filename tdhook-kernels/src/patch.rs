@@ -8,8 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, InplaceOp2, Layout, Result, Shape, Tens
 use crate::error::{KernelError, arg, shape};
 use crate::positions::{PosPlan, Positions};
 use crate::util::{
-    Elem, RowMap, SyncPtr, check_float, for_each_row, new_rows, src_row,
-    with_dst_row,
+    Elem, RowMap, SyncPtr, check_float, for_each_row, new_rows, src_row, with_dst_row,
 };
 
 const OP: &str = "patch";
@@ -38,11 +37,19 @@ pub(crate) struct Patch {
 
 impl Patch {
     pub(crate) fn plan(&self) -> PosPlan<'_> {
-        self.positions.plan(OP, self.b, self.t).expect("checked in prepare")
+        self.positions
+            .plan(OP, self.b, self.t)
+            .expect("checked in prepare")
     }
 }
 
-fn prepare(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<Range<usize>>, alpha: f64) -> Result<(Patch, Tensor)> {
+fn prepare(
+    x: &Tensor,
+    src: &Tensor,
+    positions: &Positions,
+    channels: Option<Range<usize>>,
+    alpha: f64,
+) -> Result<(Patch, Tensor)> {
     check_float(OP, x.dtype())?;
     if !x.device().same_device(src.device()) {
         return Err(KernelError::Device { op: OP }.into());
@@ -57,15 +64,30 @@ fn prepare(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<Ran
     let src = if src.dims() == dims {
         src.clone()
     } else {
-        src.broadcast_as(dims).map_err(|_| shape(OP, "src", src.dims(), format!("broadcastable to {dims:?}")))?
+        src.broadcast_as(dims)
+            .map_err(|_| shape(OP, "src", src.dims(), format!("broadcastable to {dims:?}")))?
     };
     let src = src.to_dtype(x.dtype())?;
     let ch = channels.unwrap_or(0..d);
     if ch.start > ch.end || ch.end > d {
-        return Err(arg(OP, format!("channel range {ch:?} does not fit D = {d}")));
+        return Err(arg(
+            OP,
+            format!("channel range {ch:?} does not fit D = {d}"),
+        ));
     }
     positions.plan(OP, b, t)?;
-    Ok((Patch { b, t, d, positions: positions.clone(), lo: ch.start, hi: ch.end, alpha: alpha as f32 }, src))
+    Ok((
+        Patch {
+            b,
+            t,
+            d,
+            positions: positions.clone(),
+            lo: ch.start,
+            hi: ch.end,
+            alpha: alpha as f32,
+        },
+        src,
+    ))
 }
 
 /// Patches `x` from `src`, **in place**: on the selected positions and channels
@@ -86,7 +108,13 @@ fn prepare(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<Ran
 /// assert_eq!(x.to_vec3::<f32>()?[0][2], vec![1., 1., 0., 0.]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn patch_(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<Range<usize>>, alpha: f64) -> Result<()> {
+pub fn patch_(
+    x: &Tensor,
+    src: &Tensor,
+    positions: &Positions,
+    channels: Option<Range<usize>>,
+    alpha: f64,
+) -> Result<()> {
     let (op, src) = prepare(x, src, positions, channels, alpha)?;
     x.inplace_op2(&src, &op)
 }
@@ -102,14 +130,24 @@ pub fn patch_(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<
 /// assert_eq!(y.to_vec2::<f32>()?, vec![vec![0.25; 2]; 2]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn patch(x: &Tensor, src: &Tensor, positions: &Positions, channels: Option<Range<usize>>, alpha: f64) -> Result<Tensor> {
+pub fn patch(
+    x: &Tensor,
+    src: &Tensor,
+    positions: &Positions,
+    channels: Option<Range<usize>>,
+    alpha: f64,
+) -> Result<Tensor> {
     let (op, src) = prepare(x, src, positions, channels, alpha)?;
     x.apply_op2(&src, op)
 }
 
 #[inline(always)]
 fn mix<T: Elem>(x: T, s: T, alpha: f32) -> T {
-    if alpha == 1.0 { s } else { T::from_f32((1.0 - alpha) * x.to_f32() + alpha * s.to_f32()) }
+    if alpha == 1.0 {
+        s
+    } else {
+        T::from_f32((1.0 - alpha) * x.to_f32() + alpha * s.to_f32())
+    }
 }
 
 fn cpu_inplace<T: Elem>(op: &Patch, x: &mut [T], xl: &Layout, src: &[T], sl: &Layout) {
@@ -169,7 +207,13 @@ impl InplaceOp2 for Patch {
         "tdhook-patch-inplace"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         check_src(self, l1, l2)?;
         match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(s)) => cpu_inplace(self, x, l1, s, l2),
@@ -177,7 +221,11 @@ impl InplaceOp2 for Patch {
             (CpuStorage::BF16(x), CpuStorage::BF16(s)) => cpu_inplace(self, x, l1, s, l2),
             (x, _) => {
                 use candle_core::backend::BackendStorage;
-                return Err(KernelError::DType { op: OP, dtype: x.dtype() }.into());
+                return Err(KernelError::DType {
+                    op: OP,
+                    dtype: x.dtype(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -201,15 +249,31 @@ impl CustomOp2 for Patch {
         "tdhook-patch"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         check_src(self, l1, l2)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(s)) => CpuStorage::F32(cpu_new(self, x, l1, s, l2)),
-            (CpuStorage::F16(x), CpuStorage::F16(s)) => CpuStorage::F16(cpu_new(self, x, l1, s, l2)),
-            (CpuStorage::BF16(x), CpuStorage::BF16(s)) => CpuStorage::BF16(cpu_new(self, x, l1, s, l2)),
+            (CpuStorage::F32(x), CpuStorage::F32(s)) => {
+                CpuStorage::F32(cpu_new(self, x, l1, s, l2))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(s)) => {
+                CpuStorage::F16(cpu_new(self, x, l1, s, l2))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(s)) => {
+                CpuStorage::BF16(cpu_new(self, x, l1, s, l2))
+            }
             (x, _) => {
                 use candle_core::backend::BackendStorage;
-                return Err(KernelError::DType { op: OP, dtype: x.dtype() }.into());
+                return Err(KernelError::DType {
+                    op: OP,
+                    dtype: x.dtype(),
+                }
+                .into());
             }
         };
         Ok((out, l1.shape().clone()))
@@ -227,13 +291,33 @@ impl CustomOp2 for Patch {
         crate::cuda::patch_new(self, s1, l1, s2, l2)
     }
 
-    fn bwd(&self, x: &Tensor, _src: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _src: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // region(b, t, c) = active(b, t) · [lo <= c < hi]
         let plan = self.plan();
         let rows: Vec<f32> = (0..self.b * self.t)
-            .map(|r| if plan.active(r / self.t, r % self.t, self.t) { 1.0 } else { 0.0 })
+            .map(|r| {
+                if plan.active(r / self.t, r % self.t, self.t) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let chans: Vec<f32> = (0..self.d).map(|c| if c >= self.lo && c < self.hi { 1.0 } else { 0.0 }).collect();
+        let chans: Vec<f32> = (0..self.d)
+            .map(|c| {
+                if c >= self.lo && c < self.hi {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let dev = grad.device();
         let region = Tensor::from_vec(rows, (self.b * self.t, 1), dev)?
             .broadcast_mul(&Tensor::from_vec(chans, (1, self.d), dev)?)?

@@ -50,10 +50,10 @@ impl Positions {
     /// ```
     pub fn from_mask_tensor(mask: &Tensor) -> Result<Self> {
         if mask.rank() == 0 || mask.rank() > 2 {
-            return Err(arg("Positions::from_mask_tensor", format!(
-                "mask must have shape [T] or [B, T], got {:?}",
-                mask.dims()
-            )));
+            return Err(arg(
+                "Positions::from_mask_tensor",
+                format!("mask must have shape [T] or [B, T], got {:?}", mask.dims()),
+            ));
         }
         let v = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         Ok(Positions::Mask(v.into_iter().map(|x| x != 0.0).collect()))
@@ -65,18 +65,24 @@ impl Positions {
             Positions::All => PosPlan::Range(0, t),
             Positions::Range(r) => {
                 if r.start > r.end || r.end > t {
-                    return Err(arg(op, format!("position range {r:?} does not fit T = {t}")));
+                    return Err(arg(
+                        op,
+                        format!("position range {r:?} does not fit T = {t}"),
+                    ));
                 }
                 PosPlan::Range(r.start, r.end)
             }
             Positions::Mask(m) if m.len() == t => PosPlan::Shared(m),
             Positions::Mask(m) if m.len() == b * t => PosPlan::PerRow(m),
             Positions::Mask(m) => {
-                return Err(arg(op, format!(
-                    "position mask has length {}, expected T = {t} or B * T = {}",
-                    m.len(),
-                    b * t
-                )));
+                return Err(arg(
+                    op,
+                    format!(
+                        "position mask has length {}, expected T = {t} or B * T = {}",
+                        m.len(),
+                        b * t
+                    ),
+                ));
             }
         })
     }
@@ -157,7 +163,13 @@ impl Rows {
     }
 
     /// `(vector index or u32::MAX, alpha · coefficient)` per batch row.
-    pub(crate) fn table(&self, op: &'static str, b: usize, n_vecs: usize, alpha: f64) -> Result<Vec<(u32, f32)>> {
+    pub(crate) fn table(
+        &self,
+        op: &'static str,
+        b: usize,
+        n_vecs: usize,
+        alpha: f64,
+    ) -> Result<Vec<(u32, f32)>> {
         match self {
             Rows::All => {
                 if n_vecs == 0 {
@@ -167,11 +179,14 @@ impl Rows {
             }
             Rows::PerRow { index, coef } => {
                 if index.len() != b || coef.len() != b {
-                    return Err(arg(op, format!(
-                        "per-row table has {} indices and {} coefficients, expected B = {b}",
-                        index.len(),
-                        coef.len()
-                    )));
+                    return Err(arg(
+                        op,
+                        format!(
+                            "per-row table has {} indices and {} coefficients, expected B = {b}",
+                            index.len(),
+                            coef.len()
+                        ),
+                    ));
                 }
                 index
                     .iter()
@@ -179,7 +194,10 @@ impl Rows {
                     .map(|(i, c)| match *i {
                         None => Ok((NO_VEC, 0.0)),
                         Some(i) if i < n_vecs => Ok((i as u32, (alpha * *c as f64) as f32)),
-                        Some(i) => Err(arg(op, format!("vector index {i} out of range (V = {n_vecs})"))),
+                        Some(i) => Err(arg(
+                            op,
+                            format!("vector index {i} out of range (V = {n_vecs})"),
+                        )),
                     })
                     .collect()
             }

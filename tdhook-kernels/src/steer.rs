@@ -2,9 +2,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{
-    CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 
 use crate::error::{KernelError, arg, shape};
 use crate::positions::{NO_VEC, PosPlan, Positions, Rows};
@@ -46,7 +44,11 @@ fn geom(x: &Tensor, v: &Tensor) -> Result<Geom> {
 
 /// The steering vectors as an `[V, D]` f32 tensor (what the ops receive).
 fn vec_table(v: &Tensor) -> Result<Tensor> {
-    let v = if v.rank() == 1 { v.unsqueeze(0)? } else { v.clone() };
+    let v = if v.rank() == 1 {
+        v.unsqueeze(0)?
+    } else {
+        v.clone()
+    };
     v.to_dtype(DType::F32)
 }
 
@@ -73,9 +75,15 @@ fn vec_table(v: &Tensor) -> Result<Tensor> {
 /// assert_eq!(x.sum_all()?.to_scalar::<f32>()?, 2.0 * 2.0 * 2.0 * 4.0);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn steer_add_(x: &Tensor, v: &Tensor, alpha: f64, positions: &Positions, rows: &Rows) -> Result<()> {
+pub fn steer_add_(
+    x: &Tensor,
+    v: &Tensor,
+    alpha: f64,
+    positions: &Positions,
+    rows: &Rows,
+) -> Result<()> {
     let g = geom(x, v)?;
-    let vt = vec_table(v)?;
+    let vt = crate::util::own_f32(&vec_table(v)?)?;
     let op = SteerAdd::new(g, alpha, positions, rows)?;
     x.inplace_op2(&vt, &op)
 }
@@ -92,7 +100,13 @@ pub fn steer_add_(x: &Tensor, v: &Tensor, alpha: f64, positions: &Positions, row
 /// assert_eq!(y.to_vec3::<f32>()?, vec![vec![vec![0., 10., 0.], vec![0., 10., 0.]]]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn steer_add(x: &Tensor, v: &Tensor, alpha: f64, positions: &Positions, rows: &Rows) -> Result<Tensor> {
+pub fn steer_add(
+    x: &Tensor,
+    v: &Tensor,
+    alpha: f64,
+    positions: &Positions,
+    rows: &Rows,
+) -> Result<Tensor> {
     let g = geom(x, v)?;
     let vt = vec_table(v)?;
     let op = SteerAdd::new(g, alpha, positions, rows)?;
@@ -111,11 +125,17 @@ impl SteerAdd {
     fn new(g: Geom, alpha: f64, positions: &Positions, rows: &Rows) -> Result<Self> {
         positions.plan(OP, g.b, g.t)?;
         let table = rows.table(OP, g.b, g.n_vecs, alpha)?;
-        Ok(Self { g, positions: positions.clone(), table })
+        Ok(Self {
+            g,
+            positions: positions.clone(),
+            table,
+        })
     }
 
     pub(crate) fn plan(&self) -> PosPlan<'_> {
-        self.positions.plan(OP, self.g.b, self.g.t).expect("checked in new")
+        self.positions
+            .plan(OP, self.g.b, self.g.t)
+            .expect("checked in new")
     }
 
     /// Whether every row uses vector 0 with one coefficient (the CUDA kernel then needs
@@ -186,7 +206,13 @@ impl InplaceOp2 for SteerAdd {
         "tdhook-steer-add-inplace"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         self.check_layout(l1)?;
         let vecs = gather_f32(s2, l2)?;
         dispatch_mut!(OP, s1, |x| cpu_inplace(self, x, l1, &vecs));
@@ -211,7 +237,13 @@ impl CustomOp2 for SteerAdd {
         "tdhook-steer-add"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         self.check_layout(l1)?;
         let vecs = gather_f32(s2, l2)?;
         let out = dispatch_new!(OP, s1, |x| cpu_new(self, x, l1, &vecs));
@@ -230,7 +262,13 @@ impl CustomOp2 for SteerAdd {
         crate::cuda::steer_add_new(self, s1, l1, s2, l2)
     }
 
-    fn bwd(&self, _x: &Tensor, vecs: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        vecs: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // d out / d x = I; d out / d vecs[k] = sum over the rows steered by k of coef · grad.
         let Geom { b, t, d, n_vecs } = self.g;
         let plan = self.plan();

@@ -70,7 +70,10 @@ pub(crate) fn for_each_row(n_rows: usize, row_len: usize, f: impl Fn(usize) + Se
         (0..n_rows).for_each(f);
     } else {
         let min_len = (PAR_MIN_TASK / row_len.max(1)).max(1);
-        (0..n_rows).into_par_iter().with_min_len(min_len).for_each(f);
+        (0..n_rows)
+            .into_par_iter()
+            .with_min_len(min_len)
+            .for_each(f);
     }
 }
 
@@ -132,7 +135,15 @@ impl RowMap {
         } else if uniform.is_none() {
             uniform = Some(0); // at most one row
         }
-        Self { lead_dims, lead_strides, uniform, offset: layout.start_offset(), d, sd, n_rows }
+        Self {
+            lead_dims,
+            lead_strides,
+            uniform,
+            offset: layout.start_offset(),
+            d,
+            sd,
+            n_rows,
+        }
     }
 
     #[inline]
@@ -222,7 +233,9 @@ pub(crate) unsafe fn with_dst_row<T: Copy, R>(
         let row = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(off), map.d) };
         f(row)
     } else {
-        let mut tmp: Vec<T> = (0..map.d).map(|j| unsafe { *ptr.0.add(off + j * map.sd) }).collect();
+        let mut tmp: Vec<T> = (0..map.d)
+            .map(|j| unsafe { *ptr.0.add(off + j * map.sd) })
+            .collect();
         let out = f(&mut tmp);
         for (j, v) in tmp.into_iter().enumerate() {
             unsafe { *ptr.0.add(off + j * map.sd) = v };
@@ -231,6 +244,15 @@ pub(crate) unsafe fn with_dst_row<T: Copy, R>(
     }
 }
 
+/// A small operand (vector, direction) as f32 in storage of its own: the in-place kernels
+/// may then be given a view of the very tensor they modify.
+pub(crate) fn own_f32(t: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    if t.dtype() == DType::F32 {
+        t.copy()
+    } else {
+        t.to_dtype(DType::F32)
+    }
+}
 
 /// Gathers a small strided storage (any float dtype) into a contiguous `f32` vector, in
 /// logical order. Used inside `cpu_fwd` for the small operands (steering vectors, directions).
@@ -258,7 +280,11 @@ pub(crate) fn gather_f32(s: &CpuStorage, l: &Layout) -> Result<Vec<f32>> {
             out
         }
         other => {
-            return Err(KernelError::DType { op: "gather", dtype: other.dtype() }.into());
+            return Err(KernelError::DType {
+                op: "gather",
+                dtype: other.dtype(),
+            }
+            .into());
         }
     })
 }
@@ -301,26 +327,6 @@ macro_rules! dispatch_new {
 
 pub(crate) use {dispatch_mut, dispatch_new};
 
-/// Dot product with eight independent accumulators (vectorises without `-ffast-math`).
-#[inline]
-pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = 0f32;
-    for j in chunks * 8..n {
-        s += a[j] * b[j];
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + s
-}
-
 /// Dot product of a row of any element type with an f32 vector, eight accumulators.
 #[inline]
 pub(crate) fn dot<T: Elem>(a: &[T], b: &[f32]) -> f32 {
@@ -353,13 +359,84 @@ pub(crate) fn new_rows<T: Copy + Send + Sync>(
     if d > 0 && n_rows > 0 {
         let spare = &mut out.spare_capacity_mut()[..n];
         if n < PAR_MIN_TOTAL || rayon::current_num_threads() <= 1 {
-            spare.chunks_mut(d).enumerate().for_each(|(r, row)| f(r, row));
+            spare
+                .chunks_mut(d)
+                .enumerate()
+                .for_each(|(r, row)| f(r, row));
         } else {
             let min_len = (PAR_MIN_TASK / d).max(1);
-            spare.par_chunks_mut(d).with_min_len(min_len).enumerate().for_each(|(r, row)| f(r, row));
+            spare
+                .par_chunks_mut(d)
+                .with_min_len(min_len)
+                .enumerate()
+                .for_each(|(r, row)| f(r, row));
         }
     }
     // SAFETY: every row of every chunk was written by `f` (its contract).
     unsafe { out.set_len(n) };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn check(t: &Tensor) {
+        let map = RowMap::new(t.layout());
+        let mut seen = Vec::new();
+        for r in 0..map.n_rows {
+            let off = map.row_offset(r);
+            if let Some((inner, so, si)) = map.two_level() {
+                assert_eq!(
+                    off,
+                    map.offset + (r / inner) * so + (r % inner) * si,
+                    "{:?}",
+                    t.layout()
+                );
+            }
+            seen.push(off);
+        }
+        // the logical order of rows agrees with candle's strided index
+        let (dims, strides) = (t.dims(), t.stride());
+        let nl = dims.len() - 1;
+        let mut want = Vec::new();
+        for r in 0..map.n_rows {
+            let (mut rem, mut off) = (r, t.layout().start_offset());
+            for i in (0..nl).rev() {
+                off += (rem % dims[i]) * strides[i];
+                rem /= dims[i];
+            }
+            want.push(off);
+        }
+        assert_eq!(want, seen);
+    }
+
+    #[test]
+    fn row_maps_follow_candle_layouts() {
+        let dev = Device::Cpu;
+        let base = Tensor::zeros((4, 5, 6, 7), candle_core::DType::F32, &dev).unwrap();
+        check(&base);
+        check(&base.transpose(1, 2).unwrap());
+        check(&base.transpose(0, 3).unwrap());
+        check(&base.narrow(1, 1, 3).unwrap().narrow(3, 2, 4).unwrap());
+        check(&base.narrow(0, 1, 2).unwrap().transpose(1, 2).unwrap());
+        check(&base.i_dims());
+        let small = Tensor::zeros((1, 3, 1, 5), candle_core::DType::F32, &dev).unwrap();
+        check(&small);
+        check(&small.broadcast_as((2, 3, 4, 5)).unwrap());
+        // a 4-level layout that does not merge
+        let nm = base.permute((1, 0, 2, 3)).unwrap().narrow(2, 1, 4).unwrap();
+        assert!(RowMap::new(nm.layout()).two_level().is_none());
+        check(&nm);
+    }
+
+    trait IDims {
+        fn i_dims(&self) -> Tensor;
+    }
+    impl IDims for Tensor {
+        fn i_dims(&self) -> Tensor {
+            self.permute((2, 0, 1, 3)).unwrap()
+        }
+    }
 }

@@ -17,7 +17,11 @@ pub(crate) fn batched_spd_solve(a: &[f64], b: &[f64], k: usize, m: usize, alpha:
 }
 
 fn solve_one(a: &[f64], b: &[f64], m: usize, alpha: f64) -> Vec<f64> {
-    let trace: f64 = (0..m).map(|i| a[i * m + i]).sum::<f64>().abs().max(f64::MIN_POSITIVE);
+    let trace: f64 = (0..m)
+        .map(|i| a[i * m + i])
+        .sum::<f64>()
+        .abs()
+        .max(f64::MIN_POSITIVE);
     let mut jitter = 0.0;
     loop {
         let mut l = a.to_vec();
@@ -27,7 +31,11 @@ fn solve_one(a: &[f64], b: &[f64], m: usize, alpha: f64) -> Vec<f64> {
         if cholesky_in_place(&mut l, m) {
             return cholesky_solve(&l, b, m);
         }
-        jitter = if jitter == 0.0 { 1e-12 * trace / m as f64 } else { jitter * 10.0 };
+        jitter = if jitter == 0.0 {
+            1e-12 * trace / m as f64
+        } else {
+            jitter * 10.0
+        };
     }
 }
 

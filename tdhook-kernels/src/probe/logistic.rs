@@ -16,7 +16,6 @@ use rayon::prelude::*;
 
 use super::{LinearProbes, dims3, host_labels};
 use crate::error::arg;
-use crate::util::dot_f32;
 
 /// Settings of [`train_logistic_probes`].
 ///
@@ -45,14 +44,23 @@ pub struct LogisticConfig {
 
 impl Default for LogisticConfig {
     fn default() -> Self {
-        Self { l2: 1e-3, tol: 1e-4, max_iter: 500, history: 10, fit_intercept: true }
+        Self {
+            l2: 1e-3,
+            tol: 1e-4,
+            max_iter: 500,
+            history: 10,
+            fit_intercept: true,
+        }
     }
 }
 
 impl LogisticConfig {
     /// The penalty matching scikit-learn's `LogisticRegression(C=c)` on `n` samples.
     pub fn from_sklearn_c(c: f64, n: usize) -> Self {
-        Self { l2: 1.0 / (c * n as f64), ..Self::default() }
+        Self {
+            l2: 1.0 / (c * n as f64),
+            ..Self::default()
+        }
     }
 }
 
@@ -77,7 +85,13 @@ pub struct LogisticFit {
 pub(crate) trait Evaluator {
     /// For each `k` in `active`, with `theta[k·(D+1)..]` = `(w, b)` in f32: writes
     /// `loss[k] = Σ_n softplus(z) − y z` and `grad[k·(D+1)..] = Σ_n (σ(z) − y)·(x_n, 1)`.
-    fn eval(&mut self, active: &[usize], theta: &[f32], loss: &mut [f64], grad: &mut [f64]) -> Result<()>;
+    fn eval(
+        &mut self,
+        active: &[usize],
+        theta: &[f32],
+        loss: &mut [f64],
+        grad: &mut [f64],
+    ) -> Result<()>;
 }
 
 /// Rows per task of the CPU pass: fixed, so the reduction order never depends on threads.
@@ -107,36 +121,36 @@ pub(crate) struct CpuEval<'a> {
 }
 
 impl Evaluator for CpuEval<'_> {
-    fn eval(&mut self, active: &[usize], theta: &[f32], loss: &mut [f64], grad: &mut [f64]) -> Result<()> {
+    fn eval(
+        &mut self,
+        active: &[usize],
+        theta: &[f32],
+        loss: &mut [f64],
+        grad: &mut [f64],
+    ) -> Result<()> {
         let (n, d) = (self.n, self.d);
         let dp = d + 1;
         let n_chunks = n.div_ceil(CHUNK);
-        let tasks: Vec<(usize, usize)> =
-            active.iter().flat_map(|&k| (0..n_chunks).map(move |c| (k, c))).collect();
+        let tasks: Vec<(usize, usize)> = active
+            .iter()
+            .flat_map(|&k| (0..n_chunks).map(move |c| (k, c)))
+            .collect();
+        let fma = has_avx2_fma();
         let run = |&(k, c): &(usize, usize)| -> (f64, f64, Vec<f32>) {
             let w = &theta[k * dp..k * dp + d];
             let b = theta[k * dp + d];
             let xk = &self.x[k * n * d..(k + 1) * n * d];
+            let rows = c * CHUNK..((c + 1) * CHUNK).min(n);
             let mut g = vec![0f32; d];
-            let (mut l, mut gb) = (0f64, 0f64);
-            for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
-                let row = &xk[i * d..(i + 1) * d];
-                let z = dot_f32(row, w) + b;
-                let yi = self.y[i];
-                l += softplus(z) - (yi * z) as f64;
-                let r = sigmoid(z) - yi;
-                gb += r as f64;
-                for (gj, &xj) in g.iter_mut().zip(row) {
-                    *gj += r * xj;
-                }
-            }
+            let (l, gb) = chunk_pass_dispatch(fma, xk, self.y, w, b, d, rows, &mut g);
             (l, gb, g)
         };
-        let parts: Vec<(f64, f64, Vec<f32>)> = if tasks.len() > 1 && rayon::current_num_threads() > 1 {
-            tasks.par_iter().map(run).collect()
-        } else {
-            tasks.iter().map(run).collect()
-        };
+        let parts: Vec<(f64, f64, Vec<f32>)> =
+            if tasks.len() > 1 && rayon::current_num_threads() > 1 {
+                tasks.par_iter().map(run).collect()
+            } else {
+                tasks.iter().map(run).collect()
+            };
         for &k in active {
             loss[k] = 0.0;
             grad[k * dp..(k + 1) * dp].iter_mut().for_each(|v| *v = 0.0);
@@ -153,13 +167,112 @@ impl Evaluator for CpuEval<'_> {
     }
 }
 
+/// Whether the CPU has AVX2 and FMA (checked once).
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Loss and gradient sums over `rows` of one probe; `g` accumulates `Σ r·x`. Returns
+/// `(Σ loss, Σ r)`. Generic over fused multiply-add so the AVX2 build can use it.
+#[inline(always)]
+fn chunk_pass<const FMA: bool>(
+    xk: &[f32],
+    y: &[f32],
+    w: &[f32],
+    b: f32,
+    d: usize,
+    rows: std::ops::Range<usize>,
+    g: &mut [f32],
+) -> (f64, f64) {
+    let (mut l, mut gb) = (0f64, 0f64);
+    let w = &w[..d];
+    let g = &mut g[..d];
+    for i in rows {
+        let row = &xk[i * d..(i + 1) * d];
+        let mut acc = [0f32; 16];
+        let chunks = d / 16;
+        for c in 0..chunks {
+            let (xs, ws) = (&row[c * 16..c * 16 + 16], &w[c * 16..c * 16 + 16]);
+            for q in 0..16 {
+                acc[q] = madd::<FMA>(xs[q], ws[q], acc[q]);
+            }
+        }
+        let mut z = b;
+        for j in chunks * 16..d {
+            z = madd::<FMA>(row[j], w[j], z);
+        }
+        let mut s8 = [0f32; 8];
+        for q in 0..8 {
+            s8[q] = acc[q] + acc[q + 8];
+        }
+        z += ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+        let yi = y[i];
+        l += softplus(z) - (yi * z) as f64;
+        let r = sigmoid(z) - yi;
+        gb += r as f64;
+        for (gj, &xj) in g.iter_mut().zip(row) {
+            *gj = madd::<FMA>(r, xj, *gj);
+        }
+    }
+    (l, gb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn chunk_pass_avx2(
+    xk: &[f32],
+    y: &[f32],
+    w: &[f32],
+    b: f32,
+    d: usize,
+    rows: std::ops::Range<usize>,
+    g: &mut [f32],
+) -> (f64, f64) {
+    chunk_pass::<true>(xk, y, w, b, d, rows, g)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass_dispatch(
+    fma: bool,
+    xk: &[f32],
+    y: &[f32],
+    w: &[f32],
+    b: f32,
+    d: usize,
+    rows: std::ops::Range<usize>,
+    g: &mut [f32],
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `has_avx2_fma`).
+        return unsafe { chunk_pass_avx2(xk, y, w, b, d, rows, g) };
+    }
+    let _ = fma;
+    chunk_pass::<false>(xk, y, w, b, d, rows, g)
+}
+
 /// Trains `K` binary logistic-regression probes at once.
 ///
 /// * `x`: `[K, N, D]` activations (probe `k` sees `x[k]`), any float dtype, CPU or CUDA
 ///   (read as f32; z-score features first for fast convergence).
 /// * `labels`: `[N]`, 0/1 (any dtype), shared by every probe.
 ///
-/// Deterministic: the same inputs give bit-identical results for any thread count.
+/// Deterministic: the same inputs give bit-identical results for any thread count on a
+/// given machine (the CPU pass uses FMA where the CPU has AVX2+FMA, so results may differ in
+/// the last bits between CPUs, and between CPU and GPU).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -171,7 +284,11 @@ impl Evaluator for CpuEval<'_> {
 /// assert_eq!(fit.probes.accuracy(&x, &y)?, vec![1.0]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn train_logistic_probes(x: &Tensor, labels: &Tensor, cfg: &LogisticConfig) -> Result<LogisticFit> {
+pub fn train_logistic_probes(
+    x: &Tensor,
+    labels: &Tensor,
+    cfg: &LogisticConfig,
+) -> Result<LogisticFit> {
     const OP: &str = "train_logistic_probes";
     let (k, n, d) = dims3(OP, x)?;
     if n == 0 {
@@ -182,25 +299,11 @@ pub fn train_logistic_probes(x: &Tensor, labels: &Tensor, cfg: &LogisticConfig) 
     }
     let y = host_labels(OP, labels, n)?;
     let device = x.device().clone();
-    let xf = x.to_dtype(DType::F32)?.contiguous()?;
-    let res = {
-        let (storage, layout) = xf.storage_and_layout();
-        let (o1, o2) = layout.contiguous_offsets().ok_or_else(|| arg(OP, "x must be contiguous"))?;
-        match &*storage {
-            Storage::Cpu(CpuStorage::F32(data)) => {
-                let mut ev = CpuEval { x: &data[o1..o2], y: &y, n, d };
-                lbfgs(&mut ev, k, n, d, cfg)?
-            }
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(cs) => {
-                let mut ev = crate::cuda::ProbeEval::new(cs, o1, &y, k, n, d)?;
-                lbfgs(&mut ev, k, n, d, cfg)?
-            }
-            _ => return Err(arg(OP, "unsupported device")),
-        }
-    };
+    let res = with_evaluator(OP, x, &y, |ev| lbfgs(ev, k, n, d, cfg))?;
     let dp = d + 1;
-    let w: Vec<f32> = (0..k).flat_map(|kk| res.theta[kk * dp..kk * dp + d].iter().map(|&v| v as f32)).collect();
+    let w: Vec<f32> = (0..k)
+        .flat_map(|kk| res.theta[kk * dp..kk * dp + d].iter().map(|&v| v as f32))
+        .collect();
     let b: Vec<f32> = (0..k).map(|kk| res.theta[kk * dp + d] as f32).collect();
     let loss: Vec<f32> = res.f.iter().map(|&v| v as f32).collect();
     Ok(LogisticFit {
@@ -214,6 +317,122 @@ pub fn train_logistic_probes(x: &Tensor, labels: &Tensor, cfg: &LogisticConfig) 
         converged: res.converged,
         passes: res.passes,
     })
+}
+
+/// Runs `f` with the fused evaluator of `x`'s device (x is read as contiguous f32).
+fn with_evaluator<R>(
+    op: &'static str,
+    x: &Tensor,
+    y: &[f32],
+    f: impl FnOnce(&mut dyn Evaluator) -> Result<R>,
+) -> Result<R> {
+    let (k, n, d) = dims3(op, x)?;
+    let xf = x.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = xf.storage_and_layout();
+    let (o1, o2) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| arg(op, "x must be contiguous"))?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => {
+            let mut ev = CpuEval {
+                x: &data[o1..o2],
+                y,
+                n,
+                d,
+            };
+            f(&mut ev)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(cs) => {
+            let mut ev = crate::cuda::ProbeEval::new(cs, o1, y, k, n, d)?;
+            f(&mut ev)
+        }
+        _ => {
+            let _ = (k, o2);
+            Err(arg(op, "unsupported device"))
+        }
+    }
+}
+
+/// One fused evaluation of the penalised logistic loss and its gradient for `K` probes at
+/// given parameters: the pass [`train_logistic_probes`] runs every step, exposed for custom
+/// solvers and optimality checks.
+///
+/// * `x`: `[K, N, D]`; `labels`: `[N]` 0/1; `weights`: `[K, D]`; `bias`: `[K]`; `l2`: λ.
+///
+/// Returns `(loss [K], grad_weights [K, D], grad_bias [K])`, f32, on `x`'s device.
+///
+/// ```
+/// use candle_core::{Device, DType, Tensor};
+/// use tdhook_kernels::logistic_loss_grad;
+/// let x = Tensor::new(&[[[1f32, 0.], [-1., 0.]]], &Device::Cpu)?;
+/// let y = Tensor::new(&[1u8, 0], &Device::Cpu)?;
+/// let w = Tensor::zeros((1, 2), DType::F32, &Device::Cpu)?;
+/// let b = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
+/// let (loss, gw, gb) = logistic_loss_grad(&x, &y, &w, &b, 0.0)?;
+/// assert!((loss.to_vec1::<f32>()?[0] - 2f32.ln()).abs() < 1e-6);
+/// assert_eq!(gw.to_vec2::<f32>()?, vec![vec![-0.5, 0.]]);
+/// assert_eq!(gb.to_vec1::<f32>()?, vec![0.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn logistic_loss_grad(
+    x: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+    bias: &Tensor,
+    l2: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "logistic_loss_grad";
+    let (k, n, d) = dims3(OP, x)?;
+    let y = host_labels(OP, labels, n)?;
+    if weights.dims() != [k, d] || bias.dims() != [k] {
+        return Err(arg(
+            OP,
+            format!(
+                "weights must be [{k}, {d}] and bias [{k}], got {:?} and {:?}",
+                weights.dims(),
+                bias.dims()
+            ),
+        ));
+    }
+    let w = weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let b = bias.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let dp = d + 1;
+    let mut theta = Vec::with_capacity(k * dp);
+    for kk in 0..k {
+        theta.extend_from_slice(&w[kk]);
+        theta.push(b[kk]);
+    }
+    let theta32: Vec<f32> = theta.iter().map(|&v| v as f32).collect();
+    let mut loss = vec![0f64; k];
+    let mut grad = vec![0f64; k * dp];
+    let active: Vec<usize> = (0..k).collect();
+    with_evaluator(OP, x, &y, |ev| {
+        ev.eval(&active, &theta32, &mut loss, &mut grad)
+    })?;
+    let mut lo = Vec::with_capacity(k);
+    let mut gw = Vec::with_capacity(k * d);
+    let mut gb = Vec::with_capacity(k);
+    for kk in 0..k {
+        let (f, g) = finish(
+            loss[kk],
+            &grad[kk * dp..(kk + 1) * dp],
+            &theta[kk * dp..(kk + 1) * dp],
+            n,
+            d,
+            l2,
+            true,
+        );
+        lo.push(f as f32);
+        gw.extend(g[..d].iter().map(|&v| v as f32));
+        gb.push(g[d] as f32);
+    }
+    let dev = x.device();
+    Ok((
+        Tensor::from_vec(lo, k, &Device::Cpu)?.to_device(dev)?,
+        Tensor::from_vec(gw, (k, d), &Device::Cpu)?.to_device(dev)?,
+        Tensor::from_vec(gb, k, &Device::Cpu)?.to_device(dev)?,
+    ))
 }
 
 pub(crate) struct LbfgsResult {
@@ -269,12 +488,16 @@ impl Probe {
                 *qj -= al[i] * yj;
             }
         }
-        let gamma = if m > 0 { dot64(&self.s[m - 1], &self.yv[m - 1]) / dot64(&self.yv[m - 1], &self.yv[m - 1]) } else { 1.0 };
+        let gamma = if m > 0 {
+            dot64(&self.s[m - 1], &self.yv[m - 1]) / dot64(&self.yv[m - 1], &self.yv[m - 1])
+        } else {
+            1.0
+        };
         q.iter_mut().for_each(|v| *v *= gamma);
-        for i in 0..m {
+        for (i, &a) in al.iter().enumerate() {
             let be = self.rho[i] * dot64(&self.yv[i], &q);
             for (qj, sj) in q.iter_mut().zip(&self.s[i]) {
-                *qj += (al[i] - be) * sj;
+                *qj += (a - be) * sj;
             }
         }
         q.iter_mut().for_each(|v| *v = -*v);
@@ -288,16 +511,32 @@ impl Probe {
             self.dir = self.g.iter().map(|v| -v).collect();
             self.gtd = -dot64(&self.g, &self.g);
         }
-        self.step = if m == 0 { 1.0 / self.g.iter().map(|v| v * v).sum::<f64>().sqrt().max(1.0) } else { 1.0 };
+        self.step = if m == 0 {
+            1.0 / self.g.iter().map(|v| v * v).sum::<f64>().sqrt().max(1.0)
+        } else {
+            1.0
+        };
     }
 
     fn trial(&self) -> Vec<f64> {
-        self.theta.iter().zip(&self.dir).map(|(t, p)| t + self.step * p).collect()
+        self.theta
+            .iter()
+            .zip(&self.dir)
+            .map(|(t, p)| t + self.step * p)
+            .collect()
     }
 }
 
 /// Adds the mean scaling and the L2 term to the data sums of probe `k`.
-fn finish(loss: f64, grad: &[f64], theta: &[f64], n: usize, d: usize, l2: f64, fit_b: bool) -> (f64, Vec<f64>) {
+fn finish(
+    loss: f64,
+    grad: &[f64],
+    theta: &[f64],
+    n: usize,
+    d: usize,
+    l2: f64,
+    fit_b: bool,
+) -> (f64, Vec<f64>) {
     let inv_n = 1.0 / n as f64;
     let w = &theta[..d];
     let f = loss * inv_n + 0.5 * l2 * dot64(w, w);
@@ -311,7 +550,13 @@ fn finish(loss: f64, grad: &[f64], theta: &[f64], n: usize, d: usize, l2: f64, f
     (f, g)
 }
 
-pub(crate) fn lbfgs(ev: &mut dyn Evaluator, k: usize, n: usize, d: usize, cfg: &LogisticConfig) -> Result<LbfgsResult> {
+pub(crate) fn lbfgs(
+    ev: &mut dyn Evaluator,
+    k: usize,
+    n: usize,
+    d: usize,
+    cfg: &LogisticConfig,
+) -> Result<LbfgsResult> {
     let dp = d + 1;
     const C1: f64 = 1e-4;
     let mut probes: Vec<Probe> = (0..k)
@@ -342,7 +587,11 @@ pub(crate) fn lbfgs(ev: &mut dyn Evaluator, k: usize, n: usize, d: usize, cfg: &
         }
         for &i in &active {
             let p = &probes[i];
-            trials[i] = if p.phase == Phase::Start { p.theta.clone() } else { p.trial() };
+            trials[i] = if p.phase == Phase::Start {
+                p.theta.clone()
+            } else {
+                p.trial()
+            };
             for (dst, &v) in theta32[i * dp..(i + 1) * dp].iter_mut().zip(&trials[i]) {
                 *dst = v as f32;
             }
@@ -351,7 +600,15 @@ pub(crate) fn lbfgs(ev: &mut dyn Evaluator, k: usize, n: usize, d: usize, cfg: &
         passes += 1;
         for &i in &active {
             let p = &mut probes[i];
-            let (f_new, g_new) = finish(loss[i], &grad[i * dp..(i + 1) * dp], &trials[i], n, d, cfg.l2, cfg.fit_intercept);
+            let (f_new, g_new) = finish(
+                loss[i],
+                &grad[i * dp..(i + 1) * dp],
+                &trials[i],
+                n,
+                d,
+                cfg.l2,
+                cfg.fit_intercept,
+            );
             match p.phase {
                 Phase::Start => {
                     p.f = f_new;
@@ -407,7 +664,11 @@ pub(crate) fn lbfgs(ev: &mut dyn Evaluator, k: usize, n: usize, d: usize, cfg: &
                         // kept within [0.1, 0.5]·step.
                         let t = p.step;
                         let denom = 2.0 * (f_new - p.f - p.gtd * t);
-                        let tq = if f_new.is_finite() && denom > 0.0 { -p.gtd * t * t / denom } else { 0.1 * t };
+                        let tq = if f_new.is_finite() && denom > 0.0 {
+                            -p.gtd * t * t / denom
+                        } else {
+                            0.1 * t
+                        };
                         p.step = tq.clamp(0.1 * t, 0.5 * t);
                         if p.step < 1e-20 {
                             p.phase = Phase::Done; // line search failed: keep the last point

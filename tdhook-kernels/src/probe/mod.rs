@@ -8,7 +8,7 @@ pub(crate) mod logistic;
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-pub use logistic::{LogisticConfig, LogisticFit, train_logistic_probes};
+pub use logistic::{LogisticConfig, LogisticFit, logistic_loss_grad, train_logistic_probes};
 
 use crate::error::{arg, shape};
 
@@ -37,7 +37,9 @@ impl LinearProbes {
     /// ```
     pub fn scores(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?;
-        x.matmul(&self.weights.unsqueeze(2)?)?.squeeze(2)?.broadcast_add(&self.bias.unsqueeze(1)?)
+        x.matmul(&self.weights.unsqueeze(2)?)?
+            .squeeze(2)?
+            .broadcast_add(&self.bias.unsqueeze(1)?)
     }
 
     /// Accuracy per probe of the rule `score > 0` against 0/1 `labels` (`[N]`): `Vec` of `K`.
@@ -45,7 +47,11 @@ impl LinearProbes {
         let pred = self.scores(x)?.gt(0.0)?.to_dtype(DType::F32)?;
         let y = labels.to_dtype(DType::F32)?.unsqueeze(0)?;
         let n = y.dim(1)? as f32;
-        let hits = pred.broadcast_eq(&y)?.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
+        let hits = pred
+            .broadcast_eq(&y)?
+            .to_dtype(DType::F32)?
+            .sum(1)?
+            .to_vec1::<f32>()?;
         Ok(hits.into_iter().map(|h| h / n).collect())
     }
 }
@@ -61,7 +67,12 @@ pub(crate) fn dims3(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize
 /// 0/1 labels `[N]` (any dtype) as f32 on the host, checked.
 pub(crate) fn host_labels(op: &'static str, labels: &Tensor, n: usize) -> Result<Vec<f32>> {
     if labels.dims() != [n] {
-        return Err(shape(op, "labels", labels.dims(), format!("[N] with N = {n}")));
+        return Err(shape(
+            op,
+            "labels",
+            labels.dims(),
+            format!("[N] with N = {n}"),
+        ));
     }
     let y = labels.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     if let Some(bad) = y.iter().find(|&&v| v != 0.0 && v != 1.0) {
@@ -88,7 +99,7 @@ pub(crate) fn host_labels(op: &'static str, labels: &Tensor, n: usize) -> Result
 /// ```
 pub fn mean_difference_probes(x: &Tensor, labels: &Tensor) -> Result<LinearProbes> {
     const OP: &str = "mean_difference_probes";
-    let (_k, n, _d) = dims3(OP, x)?;
+    let (_, n, _) = dims3(OP, x)?;
     let y = host_labels(OP, labels, n)?;
     let n1 = y.iter().sum::<f32>();
     let n0 = n as f32 - n1;
@@ -98,9 +109,13 @@ pub fn mean_difference_probes(x: &Tensor, labels: &Tensor) -> Result<LinearProbe
     let mut w = Vec::with_capacity(2 * n);
     w.extend(y.iter().map(|&v| v / n1));
     w.extend(y.iter().map(|&v| (1.0 - v) / n0));
-    let w = Tensor::from_vec(w, (2, n), x.device())?;
+    let k = x.dim(0)?;
+    // [K, 2, N] materialised: batched GEMMs want a real batch stride
+    let w = Tensor::from_vec(w, (1, 2, n), x.device())?
+        .broadcast_as((k, 2, n))?
+        .contiguous()?;
     let x = x.to_dtype(DType::F32)?;
-    let mu = w.broadcast_matmul(&x)?; // [K, 2, D]
+    let mu = w.matmul(&x)?; // [K, 2, D]
     let mu_pos = mu.narrow(1, 0, 1)?.squeeze(1)?;
     let mu_neg = mu.narrow(1, 1, 1)?.squeeze(1)?;
     let coef = (&mu_pos - &mu_neg)?;
@@ -128,22 +143,43 @@ pub fn mean_difference_probes(x: &Tensor, labels: &Tensor) -> Result<LinearProbe
 /// assert!((w - 2.0).abs() < 1e-5 && (b - 1.0).abs() < 1e-5);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
-pub fn ridge_probes(x: &Tensor, y: &Tensor, alpha: f64, fit_intercept: bool) -> Result<LinearProbes> {
+pub fn ridge_probes(
+    x: &Tensor,
+    y: &Tensor,
+    alpha: f64,
+    fit_intercept: bool,
+) -> Result<LinearProbes> {
     const OP: &str = "ridge_probes";
     let (k, n, d) = dims3(OP, x)?;
     if alpha < 0.0 {
         return Err(arg(OP, "alpha must be >= 0"));
     }
     let y = match y.dims() {
-        [m] if *m == n => y.to_dtype(DType::F32)?.unsqueeze(0)?.broadcast_as((k, n))?.contiguous()?,
+        [m] if *m == n => y
+            .to_dtype(DType::F32)?
+            .unsqueeze(0)?
+            .broadcast_as((k, n))?
+            .contiguous()?,
         [kk, m] if *kk == k && *m == n => y.to_dtype(DType::F32)?.contiguous()?,
-        other => return Err(shape(OP, "y", other, format!("[N] or [K, N] with K = {k}, N = {n}"))),
+        other => {
+            return Err(shape(
+                OP,
+                "y",
+                other,
+                format!("[N] or [K, N] with K = {k}, N = {n}"),
+            ));
+        }
     };
     let x = x.to_dtype(DType::F32)?;
     let (xc, yc, xm, ym) = if fit_intercept {
         let xm = x.mean_keepdim(1)?; // [K, 1, D]
         let ym = y.mean_keepdim(1)?; // [K, 1]
-        (x.broadcast_sub(&xm)?, y.broadcast_sub(&ym)?, Some(xm), Some(ym))
+        (
+            x.broadcast_sub(&xm)?,
+            y.broadcast_sub(&ym)?,
+            Some(xm),
+            Some(ym),
+        )
     } else {
         (x.clone(), y.clone(), None, None)
     };
@@ -154,15 +190,23 @@ pub fn ridge_probes(x: &Tensor, y: &Tensor, alpha: f64, fit_intercept: bool) -> 
         let gram = to_host_f64(&gram)?;
         let rhs = to_host_f64(&rhs)?;
         let w = linalg::batched_spd_solve(&gram, &rhs, k, d, alpha);
-        Tensor::from_vec(w.into_iter().map(|v| v as f32).collect::<Vec<_>>(), (k, d), &Device::Cpu)?
-            .to_device(x.device())?
+        Tensor::from_vec(
+            w.into_iter().map(|v| v as f32).collect::<Vec<_>>(),
+            (k, d),
+            &Device::Cpu,
+        )?
+        .to_device(x.device())?
     } else {
         let gram = xc.matmul(&xc.transpose(1, 2)?)?; // [K, N, N]
         let gram = to_host_f64(&gram)?;
         let rhs = to_host_f64(&yc)?;
         let a = linalg::batched_spd_solve(&gram, &rhs, k, n, alpha);
-        let a = Tensor::from_vec(a.into_iter().map(|v| v as f32).collect::<Vec<_>>(), (k, 1, n), &Device::Cpu)?
-            .to_device(x.device())?;
+        let a = Tensor::from_vec(
+            a.into_iter().map(|v| v as f32).collect::<Vec<_>>(),
+            (k, 1, n),
+            &Device::Cpu,
+        )?
+        .to_device(x.device())?;
         a.matmul(&xc)?.squeeze(1)? // [K, D]
     };
     let b = match (xm, ym) {
@@ -172,7 +216,10 @@ pub fn ridge_probes(x: &Tensor, y: &Tensor, alpha: f64, fit_intercept: bool) -> 
         }
         _ => Tensor::zeros(k, DType::F32, x.device())?,
     };
-    Ok(LinearProbes { weights: w, bias: b })
+    Ok(LinearProbes {
+        weights: w,
+        bias: b,
+    })
 }
 
 fn to_host_f64(t: &Tensor) -> Result<Vec<f64>> {
