@@ -54,7 +54,9 @@ fn main() {
             new_tokens: 16,
         });
     }
-    println!("| shape | plain | hook context, no hook | steered | no-hook / plain | steered / plain |");
+    println!(
+        "| shape | plain | hook context, no hook | steered | no-hook / plain | steered / plain |"
+    );
     println!("|---|---|---|---|---|---|");
     for shape in shapes {
         let map = VarMap::new();
@@ -62,15 +64,27 @@ fn main() {
         let model = Gpt2::new(shape.config.clone(), vb).unwrap();
         let d = shape.config.n_embd;
         let prompts: Vec<Vec<u32>> = (0..shape.batch)
-            .map(|b| (0..shape.prompt).map(|t| ((b * 31 + t * 7) % 100) as u32).collect())
+            .map(|b| {
+                (0..shape.prompt)
+                    .map(|t| ((b * 31 + t * 7) % 100) as u32)
+                    .collect()
+            })
             .collect();
-        let opts = GenerateOptions { max_new_tokens: shape.new_tokens, ..Default::default() };
-        let v = SteeringVector::new([("transformer.h.1", Tensor::ones(d, DType::F32, &Device::Cpu).unwrap())])
-            .unwrap()
-            .with_coefficient(0.5);
+        let opts = GenerateOptions {
+            max_new_tokens: shape.new_tokens,
+            ..Default::default()
+        };
+        let v = SteeringVector::new([(
+            "transformer.h.1",
+            Tensor::ones(d, DType::F32, &Device::Cpu).unwrap(),
+        )])
+        .unwrap()
+        .with_coefficient(0.5);
         let mut empty = HookSet::new(&model);
         let mut steered = HookSet::new(&model);
-        BatchSteering::uniform(v, shape.batch).install(&model, &mut steered, &prompts).unwrap();
+        BatchSteering::uniform(v, shape.batch)
+            .install(&model, &mut steered, &prompts)
+            .unwrap();
         let mut times = [vec![], vec![], vec![]];
         // Warm-up, then rounds with a rotating order.
         for round in 0..rounds + 1 {

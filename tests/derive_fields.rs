@@ -1036,18 +1036,28 @@ mod option_calls {
 
     impl Outer {
         fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
-            let x = if self.proj.is_some() { hook!(hx, self.proj(x))? } else { x.clone() };
+            let x = if self.proj.is_some() {
+                hook!(hx, self.proj(x))?
+            } else {
+                x.clone()
+            };
             hook!(hx, self.inner?.forward(&x))
         }
     }
 
     fn lin(scale: f64) -> Linear {
-        Linear::new((Tensor::eye(2, DType::F32, &Device::Cpu).unwrap() * scale).unwrap(), None)
+        Linear::new(
+            (Tensor::eye(2, DType::F32, &Device::Cpu).unwrap() * scale).unwrap(),
+            None,
+        )
     }
 
     #[test]
     fn option_fields_are_called_through_hook_and_fire() {
-        let m = Outer { proj: Some(lin(2.0)), inner: Some(Inner { fc: lin(3.0) }) };
+        let m = Outer {
+            proj: Some(lin(2.0)),
+            inner: Some(Inner { fc: lin(3.0) }),
+        };
         let x = Tensor::new(&[[1f32, 1.]], &Device::Cpu).unwrap();
         let mut seen = vec![];
         let mut hooks = HookSet::new(&m);
@@ -1060,9 +1070,25 @@ mod option_calls {
         let y = hooks.run(|hx| m.forward(&x, hx)).unwrap();
         drop(hooks);
         assert_eq!(y.to_vec2::<f32>().unwrap(), [[6., 6.]]);
-        assert_eq!(seen, [("proj".into(), 2.0), ("inner.fc".into(), 6.0), ("inner".into(), 6.0)]);
-        assert_eq!(m.forward(&x, &mut Hx::none()).unwrap().to_vec2::<f32>().unwrap(), [[6., 6.]]);
-        let none = Outer { proj: None, inner: None };
+        assert_eq!(
+            seen,
+            [
+                ("proj".into(), 2.0),
+                ("inner.fc".into(), 6.0),
+                ("inner".into(), 6.0)
+            ]
+        );
+        assert_eq!(
+            m.forward(&x, &mut Hx::none())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            [[6., 6.]]
+        );
+        let none = Outer {
+            proj: None,
+            inner: None,
+        };
         let e = none.forward(&x, &mut Hx::none()).unwrap_err().to_string();
         assert!(e.contains("inner") && e.contains("None"), "{e}");
     }

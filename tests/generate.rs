@@ -18,7 +18,10 @@ fn model() -> Gpt2 {
 }
 
 fn opts(n: usize) -> GenerateOptions {
-    GenerateOptions { max_new_tokens: n, ..Default::default() }
+    GenerateOptions {
+        max_new_tokens: n,
+        ..Default::default()
+    }
 }
 
 /// Greedy decoding by re-running the whole sequence each step, no cache: the reference.
@@ -26,12 +29,21 @@ fn naive_greedy(model: &Gpt2, prompt: &[u32], n: usize, hooks: Option<&mut HookS
     let mut seq = prompt.to_vec();
     let mut hooks = hooks;
     for _ in 0..n {
-        let ids = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let ids = Tensor::new(seq.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let logits = match hooks.as_deref_mut() {
             Some(h) => h.run(|hx| model.forward(&ids, hx)).unwrap(),
             None => model.forward(&ids, &mut Hx::none()).unwrap(),
         };
-        let next = logits.get(0).unwrap().get(seq.len() - 1).unwrap().argmax(D::Minus1).unwrap();
+        let next = logits
+            .get(0)
+            .unwrap()
+            .get(seq.len() - 1)
+            .unwrap()
+            .argmax(D::Minus1)
+            .unwrap();
         seq.push(next.to_scalar::<u32>().unwrap());
     }
     seq[prompt.len()..].to_vec()
@@ -42,7 +54,11 @@ fn kv_cache_generation_equals_cache_free_decoding() {
     let m = model();
     for prompt in [vec![5u32, 17, 42], vec![1], vec![99, 3, 3, 3, 7, 64]] {
         let got = generate(&m, std::slice::from_ref(&prompt), &opts(8), None).unwrap();
-        assert_eq!(got[0], naive_greedy(&m, &prompt, 8, None), "prompt {prompt:?}");
+        assert_eq!(
+            got[0],
+            naive_greedy(&m, &prompt, 8, None),
+            "prompt {prompt:?}"
+        );
     }
 }
 
@@ -65,13 +81,19 @@ fn hooks_see_absolute_positions_at_prefill_and_every_decode_step() {
     let mut hooks = HookSet::new(&m);
     hooks
         .read("transformer.h.0", Direction::Fwd, move |ev, _| {
-            s.lock().unwrap().push(ev.positions.unwrap().to_vec2::<u32>()?);
+            s.lock()
+                .unwrap()
+                .push(ev.positions.unwrap().to_vec2::<u32>()?);
             Ok(())
         })
         .unwrap();
     generate(&m, &[vec![1, 2, 3], vec![4]], &opts(3), Some(&mut hooks)).unwrap();
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 3, "prefill + 2 decode steps (the last token needs no forward)");
+    assert_eq!(
+        seen.len(),
+        3,
+        "prefill + 2 decode steps (the last token needs no forward)"
+    );
     let p = PAD_POSITION;
     assert_eq!(seen[0], vec![vec![0, 1, 2], vec![p, p, 0]]);
     assert_eq!(seen[1], vec![vec![3], vec![1]]);
@@ -80,8 +102,13 @@ fn hooks_see_absolute_positions_at_prefill_and_every_decode_step() {
 
 fn steer_vec(m: &Gpt2, scale: f64) -> SteeringVector {
     let d = m.config().n_embd;
-    let v = Tensor::arange(0f32, d as f32, &Device::Cpu).unwrap().sin().unwrap();
-    SteeringVector::new([("transformer.h.1", v)]).unwrap().with_coefficient(scale)
+    let v = Tensor::arange(0f32, d as f32, &Device::Cpu)
+        .unwrap()
+        .sin()
+        .unwrap();
+    SteeringVector::new([("transformer.h.1", v)])
+        .unwrap()
+        .with_coefficient(scale)
 }
 
 #[test]
@@ -90,18 +117,31 @@ fn steered_generation_equals_cache_free_steered_decoding() {
     let v = steer_vec(&m, 6.0);
     let prompt = vec![5u32, 17, 42];
     let mut hooks = HookSet::new(&m);
-    BatchSteering::uniform(v.clone(), 1).install(&m, &mut hooks, std::slice::from_ref(&prompt)).unwrap();
-    let got = generate(&m, std::slice::from_ref(&prompt), &opts(8), Some(&mut hooks)).unwrap();
+    BatchSteering::uniform(v.clone(), 1)
+        .install(&m, &mut hooks, std::slice::from_ref(&prompt))
+        .unwrap();
+    let got = generate(
+        &m,
+        std::slice::from_ref(&prompt),
+        &opts(8),
+        Some(&mut hooks),
+    )
+    .unwrap();
     // Reference: add the vector at every position of a full forward, no cache.
     let scaled = v.scaled().unwrap().remove(0).1;
     let mut ref_hooks = HookSet::new(&m);
     ref_hooks
-        .add("transformer.h.1", Direction::Fwd, move |_, t| Ok(Some(t.broadcast_add(&scaled)?)))
+        .add("transformer.h.1", Direction::Fwd, move |_, t| {
+            Ok(Some(t.broadcast_add(&scaled)?))
+        })
         .unwrap();
     let want = naive_greedy(&m, &prompt, 8, Some(&mut ref_hooks));
     assert_eq!(got[0], want);
     let plain = generate(&m, std::slice::from_ref(&prompt), &opts(8), None).unwrap();
-    assert_ne!(got[0], plain[0], "a coefficient of 6 changes the greedy continuation");
+    assert_ne!(
+        got[0], plain[0],
+        "a coefficient of 6 changes the greedy continuation"
+    );
 }
 
 #[test]
@@ -136,14 +176,19 @@ fn generated_scope_leaves_the_prompt_and_so_the_first_token_alone() {
         BatchSteering::new(vec![v.clone()], vec![Some((0, 1.0))], scope)
             .install(&m, &mut h, std::slice::from_ref(&prompt))
             .unwrap();
-        generate(&m, std::slice::from_ref(&prompt), &opts(6), Some(&mut h)).unwrap().remove(0)
+        generate(&m, std::slice::from_ref(&prompt), &opts(6), Some(&mut h))
+            .unwrap()
+            .remove(0)
     };
     let generated = run(SteerScope::Generated);
     assert_eq!(generated[0], plain[0][0], "prefill is not steered");
     assert_ne!(generated, plain[0], "later steps are");
     let prompt_only = run(SteerScope::Prompt);
     let all = run(SteerScope::All);
-    assert_ne!(prompt_only, all, "steering the prompt only differs from steering everything");
+    assert_ne!(
+        prompt_only, all,
+        "steering the prompt only differs from steering everything"
+    );
 }
 
 #[test]
@@ -151,7 +196,12 @@ fn seeded_sampling_is_reproducible_and_stop_tokens_stop() {
     let m = model();
     let sample = |seed| GenerateOptions {
         max_new_tokens: 10,
-        sampling: Sampling::Sample { temperature: 1.5, top_k: Some(40), top_p: Some(0.95), seed },
+        sampling: Sampling::Sample {
+            temperature: 1.5,
+            top_k: Some(40),
+            top_p: Some(0.95),
+            seed,
+        },
         ..Default::default()
     };
     let p = vec![vec![5u32, 17], vec![3]];
@@ -161,9 +211,17 @@ fn seeded_sampling_is_reproducible_and_stop_tokens_stop() {
     let greedy = generate(&m, &p[..1], &opts(10), None).unwrap().remove(0);
     let stop = greedy[3];
     let first = greedy.iter().position(|&t| t == stop).unwrap();
-    let stopped = generate(&m, &p[..1], &GenerateOptions { stop_tokens: vec![stop], ..opts(10) }, None)
-        .unwrap()
-        .remove(0);
+    let stopped = generate(
+        &m,
+        &p[..1],
+        &GenerateOptions {
+            stop_tokens: vec![stop],
+            ..opts(10)
+        },
+        None,
+    )
+    .unwrap()
+    .remove(0);
     assert_eq!(stopped, greedy[..=first].to_vec());
 }
 
@@ -173,7 +231,9 @@ fn eight_threads_with_different_steering_equal_their_serial_results() {
     let prompts = vec![vec![5u32, 17, 42], vec![8, 1]];
     let run = |m: &Gpt2, coef: f64| {
         let mut h = HookSet::new(m);
-        BatchSteering::uniform(steer_vec(m, coef), 2).install(m, &mut h, &prompts).unwrap();
+        BatchSteering::uniform(steer_vec(m, coef), 2)
+            .install(m, &mut h, &prompts)
+            .unwrap();
         generate(m, &prompts, &opts(6), Some(&mut h)).unwrap()
     };
     let serial: Vec<_> = (0..8).map(|i| run(&m, i as f64 - 4.0)).collect();
@@ -183,7 +243,9 @@ fn eight_threads_with_different_steering_equal_their_serial_results() {
             let prompts = prompts.clone();
             std::thread::spawn(move || {
                 let mut h = HookSet::new(&*m);
-                BatchSteering::uniform(steer_vec(&m, i as f64 - 4.0), 2).install(&*m, &mut h, &prompts).unwrap();
+                BatchSteering::uniform(steer_vec(&m, i as f64 - 4.0), 2)
+                    .install(&*m, &mut h, &prompts)
+                    .unwrap();
                 generate(&*m, &prompts, &opts(6), Some(&mut h)).unwrap()
             })
         })
@@ -191,7 +253,10 @@ fn eight_threads_with_different_steering_equal_their_serial_results() {
     for (i, t) in threads.into_iter().enumerate() {
         assert_eq!(t.join().unwrap(), serial[i], "thread {i}");
     }
-    assert!(serial.windows(2).any(|w| w[0] != w[1]), "different steering gives different text");
+    assert!(
+        serial.windows(2).any(|w| w[0] != w[1]),
+        "different steering gives different text"
+    );
 }
 
 #[test]
@@ -202,17 +267,37 @@ fn bad_steering_is_a_typed_error_before_generation() {
         let mut h = HookSet::new(&m);
         BatchSteering::new(vec![v], rows, SteerScope::All).install(&m, &mut h, &prompts)
     };
-    let narrow = SteeringVector::new([("transformer.h.1", Tensor::ones(7, DType::F32, &Device::Cpu).unwrap())]).unwrap();
-    let e = install(narrow, vec![Some((0, 1.0))]).unwrap_err().to_string();
-    assert!(e.contains("transformer.h.1") && e.contains("[64]") && e.contains("[7]"), "{e}");
-    let missing = SteeringVector::new([("transformer.h.7", Tensor::ones(64, DType::F32, &Device::Cpu).unwrap())]).unwrap();
-    let e = install(missing, vec![Some((0, 1.0))]).unwrap_err().to_string();
-    assert!(e.contains("transformer.h.7") && e.contains("transformer.h.1"), "nearest paths listed: {e}");
+    let narrow = SteeringVector::new([(
+        "transformer.h.1",
+        Tensor::ones(7, DType::F32, &Device::Cpu).unwrap(),
+    )])
+    .unwrap();
+    let e = install(narrow, vec![Some((0, 1.0))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("transformer.h.1") && e.contains("[64]") && e.contains("[7]"),
+        "{e}"
+    );
+    let missing = SteeringVector::new([(
+        "transformer.h.7",
+        Tensor::ones(64, DType::F32, &Device::Cpu).unwrap(),
+    )])
+    .unwrap();
+    let e = install(missing, vec![Some((0, 1.0))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("transformer.h.7") && e.contains("transformer.h.1"),
+        "nearest paths listed: {e}"
+    );
     let nan = Tensor::new(&[f32::NAN; 64], &Device::Cpu).unwrap();
     let e = SteeringVector::new([("transformer.h.1", nan)]).unwrap_err();
     assert!(matches!(e, tdhook::Error::NotFinite { .. }), "{e}");
     let ok = steer_vec(&m, 1.0);
-    let e = install(ok, vec![Some((0, 1.0)), None]).unwrap_err().to_string();
+    let e = install(ok, vec![Some((0, 1.0)), None])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("2 row(s)") && e.contains("1 prompt(s)"), "{e}");
 }
 
@@ -220,18 +305,27 @@ fn bad_steering_is_a_typed_error_before_generation() {
 fn steering_vector_arithmetic_round_trip_and_addition_conversion() {
     let m = model();
     let mut td = TensorDict::new([2]);
-    td.insert(("positive", "input"), Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &Device::Cpu).unwrap()).unwrap();
-    td.insert(("negative", "input"), Tensor::new(&[[7u32, 8, 9], [4, 5, 9]], &Device::Cpu).unwrap()).unwrap();
+    td.insert(
+        ("positive", "input"),
+        Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    td.insert(
+        ("negative", "input"),
+        Tensor::new(&[[7u32, 8, 9], [4, 5, 9]], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
     let out = ActivationAddition::new(["transformer.h.1"])
         .reduction(TokenReduction::LastToken)
         .prepare(&m)
         .unwrap()
         .run(&td)
         .unwrap();
-    let v = SteeringVector::from_addition(out.get_dict("steer").unwrap(), TokenReduction::LastToken)
-        .unwrap()
-        .with_coefficient(2.5)
-        .with_scope(SteerScope::Generated);
+    let v =
+        SteeringVector::from_addition(out.get_dict("steer").unwrap(), TokenReduction::LastToken)
+            .unwrap()
+            .with_coefficient(2.5)
+            .with_scope(SteerScope::Generated);
     assert_eq!(v.get("transformer.h.1").unwrap().dims(), &[64]);
     assert_eq!(v.spec.reduction, "last_token");
     let dir = std::env::temp_dir().join(format!("tdhook-sv-{}", std::process::id()));
@@ -251,7 +345,15 @@ fn steering_vector_arithmetic_round_trip_and_addition_conversion() {
     assert_eq!(diff, 0.0);
     let double = (v.clone() + v.clone()).unwrap();
     let zero = (double - (v.clone() * 2.0).unwrap()).unwrap();
-    let z = zero.get("transformer.h.1").unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let z = zero
+        .get("transformer.h.1")
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(z < 1e-6);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -266,12 +368,21 @@ fn llama_shares_the_generation_loop_and_equals_cache_free_decoding() {
         let mut seq = prompt.to_vec();
         let mut hooks = hooks;
         for _ in 0..n {
-            let ids = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let ids = Tensor::new(seq.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
             let logits = match hooks.as_deref_mut() {
                 Some(h) => h.run(|hx| m.forward(&ids, hx)).unwrap(),
                 None => m.forward(&ids, &mut Hx::none()).unwrap(),
             };
-            let next = logits.get(0).unwrap().get(seq.len() - 1).unwrap().argmax(D::Minus1).unwrap();
+            let next = logits
+                .get(0)
+                .unwrap()
+                .get(seq.len() - 1)
+                .unwrap()
+                .argmax(D::Minus1)
+                .unwrap();
             seq.push(next.to_scalar::<u32>().unwrap());
         }
         seq[prompt.len()..].to_vec()
@@ -282,13 +393,24 @@ fn llama_shares_the_generation_loop_and_equals_cache_free_decoding() {
         assert_eq!(row, &naive(p, 6, None), "prompt {p:?}");
     }
     let d = m.config().hidden_size;
-    let v = Tensor::arange(0f32, d as f32, &Device::Cpu).unwrap().cos().unwrap();
-    let sv = SteeringVector::new([("model.layers.0", v.clone())]).unwrap().with_coefficient(5.0);
+    let v = Tensor::arange(0f32, d as f32, &Device::Cpu)
+        .unwrap()
+        .cos()
+        .unwrap();
+    let sv = SteeringVector::new([("model.layers.0", v.clone())])
+        .unwrap()
+        .with_coefficient(5.0);
     let mut hooks = HookSet::new(&m);
-    BatchSteering::uniform(sv, 1).install(&m, &mut hooks, &prompts[..1]).unwrap();
+    BatchSteering::uniform(sv, 1)
+        .install(&m, &mut hooks, &prompts[..1])
+        .unwrap();
     let steered = generate(&m, &prompts[..1], &opts(6), Some(&mut hooks)).unwrap();
     let add = (v * 5.0).unwrap();
     let mut ref_hooks = HookSet::new(&m);
-    ref_hooks.add("model.layers.0", Direction::Fwd, move |_, t| Ok(Some(t.broadcast_add(&add)?))).unwrap();
+    ref_hooks
+        .add("model.layers.0", Direction::Fwd, move |_, t| {
+            Ok(Some(t.broadcast_add(&add)?))
+        })
+        .unwrap();
     assert_eq!(steered[0], naive(&prompts[0], 6, Some(&mut ref_hooks)));
 }

@@ -45,12 +45,17 @@ fn every_module_output_attention_and_logits_equal_transformers() -> tdhook::Resu
     let mut compared = 0;
     for (key, expected) in &fx {
         if let Some(path) = key.strip_prefix("module/") {
-            let got = seen.get(path).unwrap_or_else(|| panic!("no hook fired at {path}"));
+            let got = seen
+                .get(path)
+                .unwrap_or_else(|| panic!("no hook fired at {path}"));
             assert_close(path, got, expected, 1e-5);
             compared += 1;
         }
     }
-    assert_eq!(compared, 30, "every module output of the fixture is compared");
+    assert_eq!(
+        compared, 30,
+        "every module output of the fixture is compared"
+    );
     for layer in 0..2 {
         let got = &seen[&format!("transformer.h.{layer}.attn.hook_pattern")];
         assert_close("attention", got, &fx[&format!("attn_probs/{layer}")], 1e-5);

@@ -19,7 +19,11 @@ fn model() -> Gpt2 {
 fn td(ids: &[[u32; 5]]) -> TensorDict {
     let mut td = TensorDict::new([ids.len()]);
     let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-    td.insert("input", Tensor::from_vec(flat, (ids.len(), 5), &Device::Cpu).unwrap()).unwrap();
+    td.insert(
+        "input",
+        Tensor::from_vec(flat, (ids.len(), 5), &Device::Cpu).unwrap(),
+    )
+    .unwrap();
     td
 }
 
@@ -27,14 +31,25 @@ fn td(ids: &[[u32; 5]]) -> TensorDict {
 fn token_selection_equals_slicing_the_full_cache() {
     let m = model();
     let input = td(&[[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]);
-    let full = ActivationCaching::new(r"transformer\.h\.\d+").prepare(&m).unwrap().run(&input).unwrap();
+    let full = ActivationCaching::new(r"transformer\.h\.\d+")
+        .prepare(&m)
+        .unwrap()
+        .run(&input)
+        .unwrap();
     let full0 = full.tensor(("cache", "transformer.h.0")).unwrap();
     for (sel, want) in [
         (TokenSelect::Last, full0.narrow(1, 4, 1).unwrap()),
         (TokenSelect::Range(1..3), full0.narrow(1, 1, 2).unwrap()),
         (
             TokenSelect::Indices(vec![4, 0]),
-            Tensor::cat(&[full0.narrow(1, 4, 1).unwrap(), full0.narrow(1, 0, 1).unwrap()], 1).unwrap(),
+            Tensor::cat(
+                &[
+                    full0.narrow(1, 4, 1).unwrap(),
+                    full0.narrow(1, 0, 1).unwrap(),
+                ],
+                1,
+            )
+            .unwrap(),
         ),
     ] {
         let out = ActivationCaching::new(r"transformer\.h\.\d+")
@@ -44,7 +59,12 @@ fn token_selection_equals_slicing_the_full_cache() {
             .unwrap()
             .run(&input)
             .unwrap();
-        assert_close(&format!("{sel:?}"), out.tensor(("cache", "transformer.h.0")).unwrap(), &want, 0.0);
+        assert_close(
+            &format!("{sel:?}"),
+            out.tensor(("cache", "transformer.h.0")).unwrap(),
+            &want,
+            0.0,
+        );
     }
     let e = ActivationCaching::new(r"transformer\.h\.0")
         .tokens(TokenSelect::Range(3..9))
@@ -53,14 +73,22 @@ fn token_selection_equals_slicing_the_full_cache() {
         .run(&input)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("transformer.h.0") && e.contains("5 positions"), "{e}");
+    assert!(
+        e.contains("transformer.h.0") && e.contains("5 positions"),
+        "{e}"
+    );
 }
 
 #[test]
 fn clear_cache_false_keeps_entries_across_runs_and_cache_key_none_leaves_it_out() {
     let m = model();
     let mut initial = TensorDict::unbatched();
-    initial.insert("extra", Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    initial
+        .insert(
+            "extra",
+            Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
     for (clear, want) in [(false, 3), (true, 2)] {
         let mut c = ActivationCaching::new(r"transformer\.h\.\d+")
             .cache(initial.clone())
@@ -71,7 +99,10 @@ fn clear_cache_false_keeps_entries_across_runs_and_cache_key_none_leaves_it_out(
         let second = c.run(&td(&[[9, 9, 9, 9, 9]])).unwrap();
         let keys = second.get_dict("cache").unwrap().keys(true);
         assert_eq!(keys.len(), want, "clear_cache({clear}): {keys:?}");
-        assert_eq!(second.get_dict("cache").unwrap().get("extra").is_some(), !clear);
+        assert_eq!(
+            second.get_dict("cache").unwrap().get("extra").is_some(),
+            !clear
+        );
     }
     let none = ActivationCaching::new(r"transformer\.h\.\d+")
         .cache_key(None::<&str>)
@@ -88,7 +119,9 @@ fn typed_faces_agree_with_the_dict_face() {
     let m = model();
     let ids = Tensor::new(&[[1u32, 2, 3, 4, 5]], &Device::Cpu).unwrap();
     let corrupt = Tensor::new(&[[1u32, 2, 9, 4, 5]], &Device::Cpu).unwrap();
-    let mut c = ActivationCaching::new(Gpt2::path().transformer().h(1).mlp()).prepare(&m).unwrap();
+    let mut c = ActivationCaching::new(Gpt2::path().transformer().h(1).mlp())
+        .prepare(&m)
+        .unwrap();
     let (out, cache) = c.cache(&ids).unwrap();
     let mut d = td(&[[1, 2, 3, 4, 5]]);
     let via_td = c.run(&d).unwrap();
@@ -99,22 +132,44 @@ fn typed_faces_agree_with_the_dict_face() {
         via_td.tensor(("cache", "transformer.h.1.mlp")).unwrap(),
         0.0,
     );
-    let mut p = ActivationPatching::new([Gpt2::path().transformer().h(0)]).prepare(&m).unwrap();
+    let mut p = ActivationPatching::new([Gpt2::path().transformer().h(0)])
+        .prepare(&m)
+        .unwrap();
     let (clean, patched) = p.patch(&ids, &corrupt).unwrap();
     d.insert(("patched", "input"), corrupt).unwrap();
     let via_td = p.run(&d).unwrap();
     assert_close("clean", &clean, via_td.tensor("output").unwrap(), 0.0);
-    assert_close("patched", &patched, via_td.tensor(("patched", "output")).unwrap(), 0.0);
+    assert_close(
+        "patched",
+        &patched,
+        via_td.tensor(("patched", "output")).unwrap(),
+        0.0,
+    );
 }
 
 #[test]
 fn addition_reductions_and_coefficient_then_steering_in_one_call() {
     let m = model();
     let mut d = TensorDict::new([2]);
-    d.insert(("positive", "input"), Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu).unwrap()).unwrap();
-    d.insert(("negative", "input"), Tensor::new(&[[9u32, 2, 3, 4], [5, 6, 7, 1]], &Device::Cpu).unwrap()).unwrap();
-    let per_pos = ActivationAddition::new(["transformer.h.1"]).prepare(&m).unwrap().run(&d).unwrap();
-    let v = per_pos.tensor(("steer", "transformer.h.1")).unwrap().clone(); // [T, D]
+    d.insert(
+        ("positive", "input"),
+        Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    d.insert(
+        ("negative", "input"),
+        Tensor::new(&[[9u32, 2, 3, 4], [5, 6, 7, 1]], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let per_pos = ActivationAddition::new(["transformer.h.1"])
+        .prepare(&m)
+        .unwrap()
+        .run(&d)
+        .unwrap();
+    let v = per_pos
+        .tensor(("steer", "transformer.h.1"))
+        .unwrap()
+        .clone(); // [T, D]
     for (red, want) in [
         (TokenReduction::LastToken, v.get(3).unwrap()),
         (TokenReduction::MeanTokens, v.mean(0).unwrap()),
@@ -126,7 +181,12 @@ fn addition_reductions_and_coefficient_then_steering_in_one_call() {
             .unwrap()
             .run(&d)
             .unwrap();
-        assert_close(&format!("{red:?}"), out.tensor(("steer", "transformer.h.1")).unwrap(), &(want * 3.0).unwrap(), 1e-6);
+        assert_close(
+            &format!("{red:?}"),
+            out.tensor(("steer", "transformer.h.1")).unwrap(),
+            &(want * 3.0).unwrap(),
+            1e-6,
+        );
     }
     // Applying through SteeringVectors equals adding the vector by hand.
     let steer = ActivationAddition::new(["transformer.h.1"])
@@ -146,5 +206,8 @@ fn addition_reductions_and_coefficient_then_steering_in_one_call() {
         .unwrap();
     assert_close("steered", &got, &by_hand, 1e-6);
     let plain = m.forward(&ids, &mut Hx::none()).unwrap();
-    assert!(common::rel_err(&got, &plain) > 1e-3, "steering changed the logits");
+    assert!(
+        common::rel_err(&got, &plain) > 1e-3,
+        "steering changed the logits"
+    );
 }

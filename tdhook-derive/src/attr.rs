@@ -120,7 +120,10 @@ fn validate_rename(s: &str) -> Result<(), String> {
                 "`rename = \"{s}\"` has an empty segment; write segments joined by single dots, e.g. \"model.layers\""
             ));
         }
-        if let Some(c) = seg.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+        {
             return Err(format!(
                 "`rename = \"{s}\"` contains `{c}`; a path segment holds only letters, digits and `_`"
             ));

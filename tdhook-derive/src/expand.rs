@@ -300,7 +300,8 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
             }
         }
         0 => {
-            let bound = mentions_any(inner, params).then(|| quote!(where #inner: ::tdhook::HasPath));
+            let bound =
+                mentions_any(inner, params).then(|| quote!(where #inner: ::tdhook::HasPath));
             quote_spanned! {f.ty.span()=>
                 #[doc = #doc]
                 pub fn #name(&self) -> <#inner as ::tdhook::HasPath>::Path #bound {
@@ -364,11 +365,7 @@ fn leaf_type_name(ty: &Type) -> String {
 /// `T: Trait` for each hooked field whose type mentions a type parameter (serde's heuristic);
 /// concrete field types need no bound, and an error then points at the field.
 fn generic_bounds(input: &Input, bound: TokenStream) -> Vec<TokenStream> {
-    let params: Vec<&Ident> = input
-        .generics
-        .type_params()
-        .map(|t| &t.ident)
-        .collect();
+    let params: Vec<&Ident> = input.generics.type_params().map(|t| &t.ident).collect();
     if params.is_empty() {
         return vec![];
     }

@@ -296,8 +296,25 @@ macro_rules! no_point {
 }
 
 no_point!(
-    Tensor, Var, DType, Device, bool, f32, f64, usize, u8, u16, u32, u64, isize, i8, i16, i32, i64,
-    String, (),
+    Tensor,
+    Var,
+    DType,
+    Device,
+    bool,
+    f32,
+    f64,
+    usize,
+    u8,
+    u16,
+    u32,
+    u64,
+    isize,
+    i8,
+    i16,
+    i32,
+    i64,
+    String,
+    (),
 );
 
 // ---- candle-nn leaves ------------------------------------------------------------------------

@@ -68,8 +68,14 @@ pub type HookFn<'h> = dyn FnMut(&HookEvent<'_>, &Tensor) -> Result<Option<Tensor
 pub struct HookId(usize);
 
 enum Action<'h> {
-    Call { what: &'static str, f: Box<HookFn<'h>> },
-    Grad { record: bool, f: Option<Arc<GradFn>> },
+    Call {
+        what: &'static str,
+        f: Box<HookFn<'h>>,
+    },
+    Grad {
+        record: bool,
+        f: Option<Arc<GradFn>>,
+    },
 }
 
 struct Registration<'h> {
@@ -160,7 +166,11 @@ impl<'h> HookSet<'h> {
 
     fn register(&mut self, points: Vec<usize>, dir: Direction, action: Action<'h>) -> HookId {
         self.plan = None;
-        self.state.regs.push(Some(Registration { points, dir, action }));
+        self.state.regs.push(Some(Registration {
+            points,
+            dir,
+            action,
+        }));
         HookId(self.state.regs.len() - 1)
     }
 
@@ -202,7 +212,14 @@ impl<'h> HookSet<'h> {
             ));
         }
         self.check_points(&points)?;
-        Ok(self.register(points, dir, Action::Call { what, f: Box::new(f) }))
+        Ok(self.register(
+            points,
+            dir,
+            Action::Call {
+                what,
+                f: Box::new(f),
+            },
+        ))
     }
 
     /// Add a hook that only reads.
@@ -225,7 +242,14 @@ impl<'h> HookSet<'h> {
     /// [`HookSet::grad`] at already-resolved point indices.
     pub fn grad_at(&mut self, points: Vec<usize>) -> Result<HookId> {
         self.check_points(&points)?;
-        Ok(self.register(points, Direction::Bwd, Action::Grad { record: true, f: None }))
+        Ok(self.register(
+            points,
+            Direction::Bwd,
+            Action::Grad {
+                record: true,
+                f: None,
+            },
+        ))
     }
 
     /// A gradient hook: sees (and may replace, same shape) the gradient at every selected point
@@ -237,7 +261,14 @@ impl<'h> HookSet<'h> {
     ) -> Result<HookId> {
         let points = self.resolve(selector)?;
         let f: Arc<GradFn> = Arc::new(f);
-        Ok(self.register(points, Direction::Bwd, Action::Grad { record: false, f: Some(f) }))
+        Ok(self.register(
+            points,
+            Direction::Bwd,
+            Action::Grad {
+                record: false,
+                f: Some(f),
+            },
+        ))
     }
 
     fn check_points(&self, points: &[usize]) -> Result<()> {
@@ -253,7 +284,11 @@ impl<'h> HookSet<'h> {
     /// Remove a hook. Returns whether it was there.
     pub fn remove(&mut self, id: HookId) -> bool {
         self.plan = None;
-        self.state.regs.get_mut(id.0).and_then(Option::take).is_some()
+        self.state
+            .regs
+            .get_mut(id.0)
+            .and_then(Option::take)
+            .is_some()
     }
 
     /// Whether any hook is registered.
@@ -281,7 +316,10 @@ impl<'h> HookSet<'h> {
     }
 
     /// Run `forward` with this set's hooks; a hook's error comes back typed.
-    pub fn run<R>(&mut self, forward: impl FnOnce(&mut Hx<'_>) -> candle_core::Result<R>) -> Result<R> {
+    pub fn run<R>(
+        &mut self,
+        forward: impl FnOnce(&mut Hx<'_>) -> candle_core::Result<R>,
+    ) -> Result<R> {
         let res = forward(&mut self.hx());
         match (res, self.state.error.take()) {
             (_, Some(e)) => Err(e),
@@ -292,14 +330,26 @@ impl<'h> HookSet<'h> {
 
     /// The error of a gradient hook that failed in the last `backward()`, if any.
     pub fn take_grad_error(&self) -> Option<Error> {
-        self.state.sink.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.state
+            .sink
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Gradients recorded by [`HookSet::grad`] points since the last [`HookSet::take_grads`],
     /// in the order backward reached them. A point not on the path to the loss records nothing
     /// (its gradient is zero).
     pub fn take_grads(&self) -> Vec<GradRecord> {
-        std::mem::take(&mut *self.state.sink.records.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .state
+                .sink
+                .records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 }
 
@@ -378,7 +428,11 @@ impl Runner for State<'_> {
                 hooks: vec![],
             };
             for &r in &self.by_point[point as usize][2] {
-                if let Some(Registration { action: Action::Grad { record, f }, .. }) = &self.regs[r] {
+                if let Some(Registration {
+                    action: Action::Grad { record, f },
+                    ..
+                }) = &self.regs[r]
+                {
                     probe.record |= *record;
                     probe.hooks.extend(f.clone());
                 }
@@ -389,7 +443,11 @@ impl Runner for State<'_> {
         let mut current: Option<Tensor> = None;
         for i in 0..self.by_point[point as usize][dir_index].len() {
             let r = self.by_point[point as usize][dir_index][i];
-            let Some(Registration { action: Action::Call { what, f }, .. }) = &mut self.regs[r] else {
+            let Some(Registration {
+                action: Action::Call { what, f },
+                ..
+            }) = &mut self.regs[r]
+            else {
                 continue;
             };
             let what = *what;

@@ -76,8 +76,13 @@ pub(crate) trait Runner {
     /// The occurrence index of this call of `point` in the current run (0, 1, …).
     fn begin(&mut self, point: u32) -> usize;
     /// Run the hooks of `dir` at `point` on `t`; `Some` replaces it.
-    fn fire(&mut self, point: u32, occurrence: usize, dir: Direction, t: &Tensor)
-    -> Result<Option<Tensor>>;
+    fn fire(
+        &mut self,
+        point: u32,
+        occurrence: usize,
+        dir: Direction,
+        t: &Tensor,
+    ) -> Result<Option<Tensor>>;
 }
 
 struct Active<'a> {

@@ -61,8 +61,8 @@
 extern crate self as tdhook;
 
 pub mod error;
-mod grad;
 pub mod generate;
+mod grad;
 pub mod hookable;
 pub mod hookset;
 pub mod hx;

@@ -53,13 +53,19 @@ impl Selector {
     }
 
     /// Keep only points of these classes.
-    pub fn classes_to_hook<S: Into<String>>(mut self, classes: impl IntoIterator<Item = S>) -> Self {
+    pub fn classes_to_hook<S: Into<String>>(
+        mut self,
+        classes: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.classes_to_hook = classes.into_iter().map(Into::into).collect();
         self
     }
 
     /// Drop points of these classes.
-    pub fn classes_to_skip<S: Into<String>>(mut self, classes: impl IntoIterator<Item = S>) -> Self {
+    pub fn classes_to_skip<S: Into<String>>(
+        mut self,
+        classes: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.classes_to_skip = classes.into_iter().map(Into::into).collect();
         self
     }
@@ -102,7 +108,11 @@ impl Selector {
         };
         if matched.is_empty() {
             return Err(Error::NoMatch {
-                what: if matches!(self.pattern, Pattern::Exact(_)) { "path" } else { "pattern" },
+                what: if matches!(self.pattern, Pattern::Exact(_)) {
+                    "path"
+                } else {
+                    "pattern"
+                },
                 pattern: self.text().to_string(),
                 full_match: matches!(self.pattern, Pattern::Regex(_)),
                 nearest: nearest(self.text(), points, 5),

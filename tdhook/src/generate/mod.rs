@@ -195,11 +195,15 @@ pub fn generate<M: CausalLm + ?Sized>(
         return Ok(vec![]);
     }
     if let Some((i, _)) = prompts.iter().enumerate().find(|(_, p)| p.is_empty()) {
-        return Err(Error::Invalid(format!("prompt {i} is empty; every row needs at least one token")));
+        return Err(Error::Invalid(format!(
+            "prompt {i} is empty; every row needs at least one token"
+        )));
     }
     let vocab = model.vocab_size();
     if let Some(&bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
-        return Err(Error::Invalid(format!("token id {bad} is out of the vocabulary (size {vocab})")));
+        return Err(Error::Invalid(format!(
+            "token id {bad} is out of the vocabulary (size {vocab})"
+        )));
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if longest + opts.max_new_tokens > model.max_positions() {
@@ -223,7 +227,9 @@ pub fn generate<M: CausalLm + ?Sized>(
     };
     let mut ids: Vec<u32> = prompts
         .iter()
-        .flat_map(|p| std::iter::repeat_n(opts.pad_token, longest - p.len()).chain(p.iter().copied()))
+        .flat_map(|p| {
+            std::iter::repeat_n(opts.pad_token, longest - p.len()).chain(p.iter().copied())
+        })
         .collect();
     let mut t = longest;
     let mut cache = model.new_cache();

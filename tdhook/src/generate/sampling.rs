@@ -22,7 +22,13 @@ pub enum Sampling {
 
 impl Sampling {
     pub(crate) fn validate(&self) -> Result<()> {
-        if let Sampling::Sample { temperature, top_k, top_p, .. } = self {
+        if let Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } = self
+        {
             if !(*temperature > 0.0 && temperature.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "temperature must be a positive finite number, got {temperature}; use Sampling::Greedy for argmax"
@@ -71,10 +77,19 @@ impl Rng {
 pub(crate) fn pick(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> u32 {
     match sampling {
         Sampling::Greedy => argmax(logits),
-        Sampling::Sample { temperature, top_k, top_p, .. } => {
+        Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } => {
             let mut idx: Vec<usize> = (0..logits.len()).collect();
             // Stable sort by descending logit: ties keep the lower id first.
-            idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal));
+            idx.sort_by(|&a, &b| {
+                logits[b]
+                    .partial_cmp(&logits[a])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             if let Some(k) = top_k {
                 idx.truncate((*k).max(1));
             }
@@ -132,7 +147,12 @@ mod tests {
         let logits = [0.1, 2.0, -1.0, 2.0, 0.5];
         let mut rng = Rng::new(7, 0);
         assert_eq!(pick(&logits, &Sampling::Greedy, &mut rng), 1);
-        let s = Sampling::Sample { temperature: 0.7, top_k: Some(1), top_p: None, seed: 7 };
+        let s = Sampling::Sample {
+            temperature: 0.7,
+            top_k: Some(1),
+            top_p: None,
+            seed: 7,
+        };
         for _ in 0..20 {
             assert_eq!(pick(&logits, &s, &mut rng), 1);
         }
@@ -141,7 +161,12 @@ mod tests {
     #[test]
     fn sampling_frequencies_follow_softmax() {
         let logits = [0.0f32, (2.0f32).ln(), (5.0f32).ln()]; // probabilities 1/8, 2/8, 5/8
-        let s = Sampling::Sample { temperature: 1.0, top_k: None, top_p: None, seed: 1 };
+        let s = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 1,
+        };
         let mut rng = Rng::new(1, 0);
         let mut counts = [0usize; 3];
         let n = 40_000;
@@ -157,18 +182,37 @@ mod tests {
     #[test]
     fn top_p_keeps_the_nucleus_only() {
         let logits = [0.0f32, (2.0f32).ln(), (5.0f32).ln()];
-        let s = Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.6), seed: 3 };
+        let s = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.6),
+            seed: 3,
+        };
         let mut rng = Rng::new(3, 0);
         for _ in 0..200 {
-            assert_eq!(pick(&logits, &s, &mut rng), 2, "only the 0.625 token is in the 0.6 nucleus");
+            assert_eq!(
+                pick(&logits, &s, &mut rng),
+                2,
+                "only the 0.625 token is in the 0.6 nucleus"
+            );
         }
     }
 
     #[test]
     fn bad_parameters_are_errors() {
-        let bad = Sampling::Sample { temperature: 0.0, top_k: None, top_p: None, seed: 0 };
+        let bad = Sampling::Sample {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        };
         assert!(bad.validate().is_err());
-        let bad = Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(1.5), seed: 0 };
+        let bad = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(1.5),
+            seed: 0,
+        };
         assert!(bad.validate().is_err());
     }
 }

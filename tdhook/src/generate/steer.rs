@@ -53,8 +53,16 @@ pub struct BatchSteering {
 impl BatchSteering {
     /// `rows[b]` picks a vector (index into `vectors`) and a coefficient for row `b`, or none.
     /// Each vector's own coefficient multiplies the row's.
-    pub fn new(vectors: Vec<SteeringVector>, rows: Vec<Option<(usize, f64)>>, scope: SteerScope) -> Self {
-        Self { vectors, rows, scope }
+    pub fn new(
+        vectors: Vec<SteeringVector>,
+        rows: Vec<Option<(usize, f64)>>,
+        scope: SteerScope,
+    ) -> Self {
+        Self {
+            vectors,
+            rows,
+            scope,
+        }
     }
 
     /// One vector for every row of a batch of `n`.
@@ -99,7 +107,12 @@ impl BatchSteering {
                 }
             }
         }
-        let mut paths: Vec<String> = self.vectors.iter().flat_map(|v| v.paths()).map(String::from).collect();
+        let mut paths: Vec<String> = self
+            .vectors
+            .iter()
+            .flat_map(|v| v.paths())
+            .map(String::from)
+            .collect();
         paths.sort();
         paths.dedup();
         let widths = point_widths(model, hooks, &paths)?;

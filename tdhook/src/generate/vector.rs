@@ -50,7 +50,11 @@ pub struct SteeringVector {
 }
 
 fn check_finite(path: &str, v: &Tensor) -> Result<()> {
-    let s = v.to_dtype(DType::F32)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+    let s = v
+        .to_dtype(DType::F32)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f32>()?;
     if s.is_finite() {
         Ok(())
     } else {
@@ -65,9 +69,12 @@ fn check_finite(path: &str, v: &Tensor) -> Result<()> {
 impl SteeringVector {
     /// From `(path, vector)` pairs; every vector must be finite. Coefficient 1, scope all tokens.
     pub fn new<P: Into<String>>(vectors: impl IntoIterator<Item = (P, Tensor)>) -> Result<Self> {
-        let vectors: BTreeMap<String, Tensor> = vectors.into_iter().map(|(p, v)| (p.into(), v)).collect();
+        let vectors: BTreeMap<String, Tensor> =
+            vectors.into_iter().map(|(p, v)| (p.into(), v)).collect();
         if vectors.is_empty() {
-            return Err(Error::Invalid("a steering vector needs at least one path".into()));
+            return Err(Error::Invalid(
+                "a steering vector needs at least one path".into(),
+            ));
         }
         for (p, v) in &vectors {
             check_finite(p, v)?;
@@ -130,7 +137,9 @@ impl SteeringVector {
             let norm = v.sqr()?.sum_keepdim(v.rank() - 1)?.sqrt()?;
             let min = norm.flatten_all()?.min(0)?.to_scalar::<f32>()?;
             if min == 0.0 {
-                return Err(Error::Invalid(format!("the steering vector at `{p}` is zero; it has no direction to normalise")));
+                return Err(Error::Invalid(format!(
+                    "the steering vector at `{p}` is zero; it has no direction to normalise"
+                )));
             }
             *v = v.broadcast_div(&norm)?;
         }
@@ -145,7 +154,12 @@ impl SteeringVector {
             .collect()
     }
 
-    fn zip(self, other: Self, what: &str, f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
+    fn zip(
+        self,
+        other: Self,
+        what: &str,
+        f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Self> {
         if self.vectors.keys().ne(other.vectors.keys()) {
             return Err(Error::Invalid(format!(
                 "cannot {what} steering vectors over different paths: {:?} vs {:?}",
@@ -179,17 +193,29 @@ impl SteeringVector {
         let spec = serde_json::to_string(&self.spec).map_err(|e| Error::Invalid(e.to_string()))?;
         // The spec rides in a sidecar tensor-free file next to the tensors' metadata-less dict.
         td.save(path)?;
-        let bytes = std::fs::read(path).map_err(|e| Error::Load { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let with_meta = add_metadata(&bytes, SPEC_KEY, &spec)?;
-        std::fs::write(path, with_meta).map_err(|e| Error::Load { path: path.display().to_string(), reason: e.to_string() })?;
+        std::fs::write(path, with_meta).map_err(|e| Error::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
     /// Load what [`SteeringVector::save`] wrote.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Load { path: path.display().to_string(), reason: e.to_string() })?;
-        let meta = read_metadata(&bytes).map_err(|reason| Error::Load { path: path.display().to_string(), reason })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let meta = read_metadata(&bytes).map_err(|reason| Error::Load {
+            path: path.display().to_string(),
+            reason,
+        })?;
         let td = TensorDict::load(path, device)?;
         let mut v = Self::new(td.leaves().map(|(k, t)| (k.to_string(), t.clone())))?;
         if let Some(spec) = meta.get(SPEC_KEY) {
@@ -210,17 +236,26 @@ fn read_metadata(bytes: &[u8]) -> std::result::Result<HashMap<String, String>, S
 
 /// Rewrite a safetensors buffer with one more metadata entry.
 fn add_metadata(bytes: &[u8], key: &str, value: &str) -> Result<Vec<u8>> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| Error::Invalid("truncated safetensors".into()))?) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| Error::Invalid(format!("bad safetensors header: {e}")))?;
+    let n = u64::from_le_bytes(
+        bytes[..8]
+            .try_into()
+            .map_err(|_| Error::Invalid("truncated safetensors".into()))?,
+    ) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
+        .map_err(|e| Error::Invalid(format!("bad safetensors header: {e}")))?;
     let mut header = header;
-    let obj = header.as_object_mut().ok_or_else(|| Error::Invalid("bad safetensors header".into()))?;
+    let obj = header
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid("bad safetensors header".into()))?;
     let meta = obj
         .entry("__metadata__")
         .or_insert_with(|| serde_json::Value::Object(Default::default()));
     meta.as_object_mut()
         .ok_or_else(|| Error::Invalid("bad safetensors metadata".into()))?
-        .insert(key.to_string(), serde_json::Value::String(value.to_string()));
+        .insert(
+            key.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
     let mut text = serde_json::to_vec(&header).map_err(|e| Error::Invalid(e.to_string()))?;
     while text.len() % 8 != 0 {
         text.push(b' ');

@@ -1,9 +1,9 @@
 //! Running a model on a dict's input with any number of batch dims.
 
 use super::{HookedModel, INPUT};
+use crate::HookSet;
 use crate::error::{Error, Result};
 use crate::tensordict::{Key, TensorDict};
-use crate::HookSet;
 use candle_core::Tensor;
 
 /// The input tensor at `key` and the batch dims of the dict that holds it.

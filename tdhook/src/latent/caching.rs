@@ -49,7 +49,9 @@ impl TokenSelect {
         };
         Ok(match self {
             TokenSelect::All => t.clone(),
-            TokenSelect::Last => t.narrow(dim, len.checked_sub(1).ok_or_else(|| out_of_range(0))?, 1)?,
+            TokenSelect::Last => {
+                t.narrow(dim, len.checked_sub(1).ok_or_else(|| out_of_range(0))?, 1)?
+            }
             TokenSelect::Range(r) => {
                 if r.end > len || r.start > r.end {
                     return Err(out_of_range(r.end));
@@ -206,9 +208,14 @@ impl ActivationCaching {
 
     /// Resolve the pattern against `model` (an error now if it matches nothing) and install the
     /// hooks.
-    pub fn prepare<'m, M: HookedModel + ?Sized>(&self, model: &'m M) -> Result<PreparedCaching<'m, M>> {
+    pub fn prepare<'m, M: HookedModel + ?Sized>(
+        &self,
+        model: &'m M,
+    ) -> Result<PreparedCaching<'m, M>> {
         if self.directions.is_empty() {
-            return Err(Error::Invalid("ActivationCaching needs at least one direction".into()));
+            return Err(Error::Invalid(
+                "ActivationCaching needs at least one direction".into(),
+            ));
         }
         if self.directions.contains(&Direction::Bwd) && self.loss.is_none() {
             return Err(Error::Invalid(
@@ -243,7 +250,10 @@ impl ActivationCaching {
     }
 
     /// The (key, value) a hook event stores.
-    fn writer(&self, dir: Direction) -> impl Fn(&HookEvent<'_>, &Tensor) -> Result<(Key, Tensor)> + 'static {
+    fn writer(
+        &self,
+        dir: Direction,
+    ) -> impl Fn(&HookEvent<'_>, &Tensor) -> Result<(Key, Tensor)> + 'static {
         let callback = self.callback.clone();
         let tokens = self.tokens.clone();
         let token_dim = self.token_dim;
@@ -305,7 +315,12 @@ impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
     /// The typed face: run on an input tensor whose first dim is the batch; returns the output
     /// and the cache (keys as in [`PreparedCaching::run`]).
     pub fn cache(&mut self, input: &Tensor) -> Result<(Tensor, TensorDict)> {
-        let batch = input.dims().first().copied().map(|b| vec![b]).unwrap_or_default();
+        let batch = input
+            .dims()
+            .first()
+            .copied()
+            .map(|b| vec![b])
+            .unwrap_or_default();
         self.run_tensor(input, &batch)
     }
 

@@ -109,7 +109,10 @@ impl ActivationPatching {
     }
 
     /// Resolve the paths against `model` (unknown paths are errors now) and install the hooks.
-    pub fn prepare<'m, M: HookedModel + ?Sized>(&self, model: &'m M) -> Result<PreparedPatching<'m, M>> {
+    pub fn prepare<'m, M: HookedModel + ?Sized>(
+        &self,
+        model: &'m M,
+    ) -> Result<PreparedPatching<'m, M>> {
         let mut hooks = hook_set(model, self.relative);
         let points = resolve_all(&hooks, &self.modules)?;
         let state = Arc::new(Mutex::new(PatchState::default()));
@@ -154,7 +157,9 @@ impl ActivationPatching {
 /// Resolve several selectors into one list of points (in order, without repeats).
 pub(crate) fn resolve_all(hooks: &HookSet<'_>, selectors: &[Selector]) -> Result<Vec<usize>> {
     if selectors.is_empty() {
-        return Err(Error::Invalid("no modules given: list at least one path".into()));
+        return Err(Error::Invalid(
+            "no modules given: list at least one path".into(),
+        ));
     }
     let mut points = Vec::new();
     for s in selectors {
@@ -196,7 +201,12 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
                 b_shape: corrupt_in.dims().to_vec(),
             });
         }
-        let (clean_out, patched_out) = self.run_pair(&clean_in.clone(), &corrupt_in.clone(), &batch, &corrupt_batch)?;
+        let (clean_out, patched_out) = self.run_pair(
+            &clean_in.clone(),
+            &corrupt_in.clone(),
+            &batch,
+            &corrupt_batch,
+        )?;
         let mut out = td.clone();
         out.insert(OUTPUT, clean_out)?;
         out.insert(self.config.patch_key.join(OUTPUT), patched_out)?;
@@ -206,7 +216,11 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
             let mut entries: Vec<_> = st.captured.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
             for ((path, occ), t) in entries {
-                let name = if *occ == 0 { path.clone() } else { format!("{path}@{occ}") };
+                let name = if *occ == 0 {
+                    path.clone()
+                } else {
+                    format!("{path}@{occ}")
+                };
                 cache.insert(name, t.clone())?;
             }
             out.insert_dict("_cache", unflatten_dict(&cache, &batch)?)?;
@@ -242,9 +256,15 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
             st.captured.clear();
         }
         let clean_out = run_model(self.model, &mut self.hooks, clean, batch)?;
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).patching = true;
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .patching = true;
         let patched_out = run_model(self.model, &mut self.hooks, corrupted, corrupt_batch);
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).patching = false;
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .patching = false;
         Ok((clean_out, patched_out?))
     }
 }

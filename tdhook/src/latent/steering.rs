@@ -80,7 +80,10 @@ impl SteeringVectors {
     }
 
     /// Resolve the paths and install the hooks.
-    pub fn prepare<'m, M: HookedModel + ?Sized>(&self, model: &'m M) -> Result<PreparedSteering<'m, M>> {
+    pub fn prepare<'m, M: HookedModel + ?Sized>(
+        &self,
+        model: &'m M,
+    ) -> Result<PreparedSteering<'m, M>> {
         let mut hooks = hook_set(model, self.relative);
         let points = resolve_all(&hooks, &self.modules)?;
         let steer = self.steer_fn.clone();
@@ -272,7 +275,10 @@ impl ActivationAddition {
     }
 
     /// Resolve the paths and install the capture hooks.
-    pub fn prepare<'m, M: HookedModel + ?Sized>(&self, model: &'m M) -> Result<PreparedAddition<'m, M>> {
+    pub fn prepare<'m, M: HookedModel + ?Sized>(
+        &self,
+        model: &'m M,
+    ) -> Result<PreparedAddition<'m, M>> {
         let mut hooks = hook_set(model, self.relative);
         let points = resolve_all(&hooks, &self.modules)?;
         let store: Arc<Mutex<HashMap<String, Tensor>>> = Arc::default();
@@ -288,7 +294,10 @@ impl ActivationAddition {
             } else {
                 format!("{}@{}", ev.path, ev.occurrence)
             };
-            hook_store.lock().unwrap_or_else(|p| p.into_inner()).insert(name, value.detach());
+            hook_store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name, value.detach());
             Ok(None)
         })?;
         Ok(PreparedAddition {
@@ -321,7 +330,11 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
         self
     }
 
-    fn capture(&mut self, input: &Tensor, batch: &[usize]) -> Result<(Tensor, HashMap<String, Tensor>)> {
+    fn capture(
+        &mut self,
+        input: &Tensor,
+        batch: &[usize],
+    ) -> Result<(Tensor, HashMap<String, Tensor>)> {
         self.store.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let out = run_model(self.model, &mut self.hooks, input, batch)?;
         let acts = std::mem::take(&mut *self.store.lock().unwrap_or_else(|p| p.into_inner()));
@@ -398,7 +411,9 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
         for path in paths {
             let p = &pos.1[path];
             let n = neg.1.get(path).ok_or_else(|| {
-                Error::Invalid(format!("`{path}` ran for the positive input but not the negative one"))
+                Error::Invalid(format!(
+                    "`{path}` ran for the positive input but not the negative one"
+                ))
             })?;
             if p.dims() != n.dims() {
                 return Err(Error::InputMismatch {

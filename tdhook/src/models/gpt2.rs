@@ -18,8 +18,8 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::hookable::HookPoint;
 use crate::hook;
+use crate::hookable::HookPoint;
 use crate::hx::Hx;
 use crate::nn::{Conv1D, Dropout, LayerNorm, NewGelu, softmax_last_dim};
 use candle_core::{DType, Device, Module, Tensor};
@@ -73,7 +73,13 @@ impl Gpt2Config {
     }
 
     /// A config with the usual defaults.
-    pub fn new(vocab_size: usize, n_positions: usize, n_embd: usize, n_layer: usize, n_head: usize) -> Self {
+    pub fn new(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+    ) -> Self {
         Self {
             vocab_size,
             n_positions,
@@ -332,7 +338,11 @@ impl Gpt2 {
         let lm_head = if config.tie_word_embeddings {
             Linear::new(wte.embeddings().clone(), None)
         } else {
-            Linear::new(vb.pp("lm_head").get((config.vocab_size, config.n_embd), "weight")?, None)
+            Linear::new(
+                vb.pp("lm_head")
+                    .get((config.vocab_size, config.n_embd), "weight")?,
+                None,
+            )
         };
         Ok(Self {
             transformer: Gpt2Model {
@@ -361,15 +371,20 @@ impl Gpt2 {
             reason: format!("not a GPT-2 config: {e}"),
         })?;
         let weights_path = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights_path, device).map_err(|e| Error::Load {
-            path: weights_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let tensors =
+            candle_core::safetensors::load(&weights_path, device).map_err(|e| Error::Load {
+                path: weights_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         Self::from_tensors(config, tensors, device)
     }
 
     /// Build from named tensors (HF names, with or without the `transformer.` prefix).
-    pub fn from_tensors(config: Gpt2Config, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+    pub fn from_tensors(
+        config: Gpt2Config,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
         let prefixed = tensors.keys().any(|k| k.starts_with("transformer."));
         let tensors: HashMap<String, Tensor> = if prefixed {
             tensors
@@ -393,7 +408,10 @@ impl Gpt2 {
         if config.tie_word_embeddings || !tensors.contains_key("lm_head.weight") {
             config.tie_word_embeddings = true;
         }
-        Self::new(config, VarBuilder::from_tensors(tensors, DType::F32, device))
+        Self::new(
+            config,
+            VarBuilder::from_tensors(tensors, DType::F32, device),
+        )
     }
 
     /// The config.
@@ -416,7 +434,10 @@ impl Gpt2 {
         cache: Option<&mut KvCache>,
         hx: &mut Hx,
     ) -> candle_core::Result<Tensor> {
-        let h = hook!(hx, self.transformer.forward_step(ids, positions, mask, cache))?;
+        let h = hook!(
+            hx,
+            self.transformer.forward_step(ids, positions, mask, cache)
+        )?;
         hook!(hx, self.lm_head(&h))
     }
 }

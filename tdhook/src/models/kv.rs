@@ -26,4 +26,3 @@ impl KvCache {
         self.len() == 0
     }
 }
-

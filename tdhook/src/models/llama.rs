@@ -31,8 +31,8 @@
 //! # Ok(()) }
 //! ```
 
-use crate::error::{Error, Result};
 use super::kv::{KvCache, LayerKv};
+use crate::error::{Error, Result};
 use crate::hook;
 use crate::hookable::HookPoint;
 use crate::hx::Hx;

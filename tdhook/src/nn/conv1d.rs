@@ -18,7 +18,10 @@ impl Conv1D {
 
     /// Load `weight` `[n_in, n_out]` and `bias` `[n_out]` under `vb`.
     pub fn load(n_in: usize, n_out: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self::new(vb.get((n_in, n_out), "weight")?, vb.get(n_out, "bias")?))
+        Ok(Self::new(
+            vb.get((n_in, n_out), "weight")?,
+            vb.get(n_out, "bias")?,
+        ))
     }
 
     /// The weight `[in, out]`.

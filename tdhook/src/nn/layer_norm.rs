@@ -19,7 +19,11 @@ impl LayerNorm {
 
     /// Load `weight` and `bias` of width `size` under `vb`.
     pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self::new(vb.get(size, "weight")?, vb.get(size, "bias")?, eps))
+        Ok(Self::new(
+            vb.get(size, "weight")?,
+            vb.get(size, "bias")?,
+            eps,
+        ))
     }
 
     /// The differentiable op-by-op form (computed in f32 for half inputs).
