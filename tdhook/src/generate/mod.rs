@@ -162,8 +162,7 @@ impl Batch {
                 pos_of.push(if a == 1 { count } else { PAD_POSITION });
                 count += a as u32;
             }
-            for q in s - t..s {
-                let p = pos_of[q];
+            for (q, &p) in pos_of.iter().enumerate().skip(s - t) {
                 model_pos.push(if p == PAD_POSITION { 1 } else { p });
                 hook_pos.push(p);
                 for (k, &a) in row.iter().enumerate() {

@@ -322,7 +322,7 @@ impl Gpt2 {
                 config.activation_function
             )));
         }
-        if config.n_embd % config.n_head != 0 {
+        if !config.n_embd.is_multiple_of(config.n_head) {
             return Err(Error::Invalid(format!(
                 "n_embd {} is not a multiple of n_head {}",
                 config.n_embd, config.n_head
