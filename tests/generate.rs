@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use tdhook::generate::{
     BatchSteering, GenerateOptions, PAD_POSITION, Sampling, SteerScope, SteeringVector, generate,
 };
-use tdhook::latent::{ActivationAddition, TokenReduction};
+use tdhook::latent::{ActivationAddition, HookedModel, TokenReduction};
 use tdhook::models::gpt2::Gpt2;
 use tdhook::prelude::*;
 
@@ -25,7 +25,12 @@ fn opts(n: usize) -> GenerateOptions {
 }
 
 /// Greedy decoding by re-running the whole sequence each step, no cache: the reference.
-fn naive_greedy(model: &Gpt2, prompt: &[u32], n: usize, hooks: Option<&mut HookSet>) -> Vec<u32> {
+fn naive_greedy<M: HookedModel>(
+    model: &M,
+    prompt: &[u32],
+    n: usize,
+    hooks: Option<&mut HookSet>,
+) -> Vec<u32> {
     let mut seq = prompt.to_vec();
     let mut hooks = hooks;
     for _ in 0..n {
@@ -34,8 +39,8 @@ fn naive_greedy(model: &Gpt2, prompt: &[u32], n: usize, hooks: Option<&mut HookS
             .unsqueeze(0)
             .unwrap();
         let logits = match hooks.as_deref_mut() {
-            Some(h) => h.run(|hx| model.forward(&ids, hx)).unwrap(),
-            None => model.forward(&ids, &mut Hx::none()).unwrap(),
+            Some(h) => h.run(|hx| model.forward_hooked(&ids, hx)).unwrap(),
+            None => model.forward_hooked(&ids, &mut Hx::none()).unwrap(),
         };
         let next = logits
             .get(0)
@@ -364,29 +369,8 @@ fn steering_vector_arithmetic_round_trip_and_addition_conversion() {
 fn llama_shares_the_generation_loop_and_equals_cache_free_decoding() {
     use tdhook::models::llama::Llama;
     let m = Llama::load(oracle_dir("llama_tiny"), &Device::Cpu).unwrap();
-    let naive = |prompt: &[u32], n: usize, hooks: Option<&mut HookSet>| {
-        let mut seq = prompt.to_vec();
-        let mut hooks = hooks;
-        for _ in 0..n {
-            let ids = Tensor::new(seq.as_slice(), &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let logits = match hooks.as_deref_mut() {
-                Some(h) => h.run(|hx| m.forward(&ids, hx)).unwrap(),
-                None => m.forward(&ids, &mut Hx::none()).unwrap(),
-            };
-            let next = logits
-                .get(0)
-                .unwrap()
-                .get(seq.len() - 1)
-                .unwrap()
-                .argmax(D::Minus1)
-                .unwrap();
-            seq.push(next.to_scalar::<u32>().unwrap());
-        }
-        seq[prompt.len()..].to_vec()
-    };
+    let naive =
+        |prompt: &[u32], n: usize, hooks: Option<&mut HookSet>| naive_greedy(&m, prompt, n, hooks);
     let prompts = vec![vec![5u32, 17, 42, 8], vec![33, 2]];
     let batched = generate(&m, &prompts, &opts(6), None).unwrap();
     for (p, row) in prompts.iter().zip(&batched) {
