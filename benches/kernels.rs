@@ -372,7 +372,10 @@ mod gpu {
         match Device::new_cuda(0) {
             Ok(d) => Some(d),
             Err(e) => {
-                eprintln!("[kernels] SKIP GPU benches: no CUDA device ({e})");
+                eprintln!(
+                    "[kernels] SKIP GPU benches: no CUDA device ({})",
+                    e.to_string().lines().next().unwrap_or("")
+                );
                 None
             }
         }

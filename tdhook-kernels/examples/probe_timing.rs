@@ -51,6 +51,18 @@ fn main() -> candle_core::Result<()> {
         pass * 1e3,
         gb / pass
     );
+    // reference: one plain read pass over X (candle's sum, a memory-bound reduction)
+    x.sum_all()?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        x.sum_all()?.to_scalar::<f32>()?;
+    }
+    let rd = t0.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "reference x.sum_all(): {:.2} ms ({:.1} GB/s)",
+        rd * 1e3,
+        gb / rd
+    );
     let t0 = Instant::now();
     let fit = train_logistic_probes(
         &x,

@@ -7,8 +7,8 @@ use candle_core::{CpuStorage, CustomOp2, D, DType, InplaceOp2, Layout, Result, S
 
 use crate::error::{KernelError, arg, shape};
 use crate::util::{
-    Elem, RowMap, SyncPtr, check_float, dispatch_mut, dispatch_new, dot, for_each_row, gather_f32,
-    new_rows, own_f32, src_row, with_dst_row,
+    Elem, RowMap, SyncPtr, check_float, dispatch_mut, dispatch_new, dot, for_each_row, new_rows,
+    operand_f32, small_f32, src_row, with_dst_row,
 };
 
 fn check(op: &'static str, x: &Tensor, u: &Tensor) -> Result<usize> {
@@ -77,7 +77,7 @@ fn ablate_row<T: Elem>(row: &mut [T], uh: &[f32]) {
 /// ```
 pub fn ablate_(x: &Tensor, u: &Tensor) -> Result<()> {
     let d = check(ABLATE, x, u)?;
-    x.inplace_op2(&own_f32(u)?, &Ablate { d })
+    x.inplace_op2(&operand_f32(u, x)?, &Ablate { d })
 }
 
 /// Out-of-place [`ablate_`]: a new contiguous tensor. Differentiable in `x` (the direction
@@ -93,7 +93,10 @@ pub fn ablate_(x: &Tensor, u: &Tensor) -> Result<()> {
 /// ```
 pub fn ablate(x: &Tensor, u: &Tensor) -> Result<Tensor> {
     let d = check(ABLATE, x, u)?;
-    x.apply_op2(&u.to_dtype(DType::F32)?.detach(), Ablate { d })
+    x.apply_op2(
+        &u.to_dtype(DType::F32)?.contiguous()?.detach(),
+        Ablate { d },
+    )
 }
 
 fn ablate_inplace<T: Elem>(x: &mut [T], xl: &Layout, uh: &[f32]) {
@@ -138,7 +141,7 @@ impl InplaceOp2 for Ablate {
         l2: &Layout,
     ) -> Result<()> {
         check_d(ABLATE, self.d, l1)?;
-        let uh = unit(&gather_f32(s2, l2)?);
+        let uh = unit(&small_f32(s2, l2)?);
         dispatch_mut!(ABLATE, s1, |x| ablate_inplace(x, l1, &uh));
         Ok(())
     }
@@ -169,7 +172,7 @@ impl CustomOp2 for Ablate {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         check_d(ABLATE, self.d, l1)?;
-        let uh = unit(&gather_f32(s2, l2)?);
+        let uh = unit(&small_f32(s2, l2)?);
         let out = dispatch_new!(ABLATE, s1, |x| ablate_new(x, l1, &uh));
         Ok((out, l1.shape().clone()))
     }
@@ -214,22 +217,23 @@ pub(crate) struct NormSteer {
 /// The scale `‖x‖/‖x + αv‖` of one row (0 when `x + αv = 0`).
 #[inline(always)]
 fn nps_scale<T: Elem>(xr: &[T], v: &[f32], alpha: f32) -> f32 {
+    let n = xr.len().min(v.len());
+    let (xc, xt) = xr[..n].as_chunks::<8>();
+    let (vc, vt) = v[..n].as_chunks::<8>();
     let mut nx = [0f32; 8];
     let mut ny = [0f32; 8];
-    let n = xr.len().min(v.len());
-    let chunks = n / 8;
-    for c in 0..chunks {
+    for (xa, va) in xc.iter().zip(vc) {
         for l in 0..8 {
-            let xv = xr[c * 8 + l].to_f32();
-            let y = xv + alpha * v[c * 8 + l];
+            let xv = xa[l].to_f32();
+            let y = xv + alpha * va[l];
             nx[l] += xv * xv;
             ny[l] += y * y;
         }
     }
     let (mut sx, mut sy) = (0f32, 0f32);
-    for j in chunks * 8..n {
-        let xv = xr[j].to_f32();
-        let y = xv + alpha * v[j];
+    for (x, &vj) in xt.iter().zip(vt) {
+        let xv = x.to_f32();
+        let y = xv + alpha * vj;
         sx += xv * xv;
         sy += y * y;
     }
@@ -255,7 +259,7 @@ fn nps_scale<T: Elem>(xr: &[T], v: &[f32], alpha: f32) -> f32 {
 pub fn norm_preserving_steer_(x: &Tensor, v: &Tensor, alpha: f64) -> Result<()> {
     let d = check(NPS, x, v)?;
     x.inplace_op2(
-        &own_f32(v)?,
+        &operand_f32(v, x)?,
         &NormSteer {
             d,
             alpha: alpha as f32,
@@ -278,7 +282,7 @@ pub fn norm_preserving_steer_(x: &Tensor, v: &Tensor, alpha: f64) -> Result<()> 
 pub fn norm_preserving_steer(x: &Tensor, v: &Tensor, alpha: f64) -> Result<Tensor> {
     let d = check(NPS, x, v)?;
     x.apply_op2(
-        &v.to_dtype(DType::F32)?,
+        &v.to_dtype(DType::F32)?.contiguous()?,
         NormSteer {
             d,
             alpha: alpha as f32,
@@ -328,7 +332,7 @@ impl InplaceOp2 for NormSteer {
         l2: &Layout,
     ) -> Result<()> {
         check_d(NPS, self.d, l1)?;
-        let v = gather_f32(s2, l2)?;
+        let v = small_f32(s2, l2)?;
         dispatch_mut!(NPS, s1, |x| nps_inplace(x, l1, &v, self.alpha));
         Ok(())
     }
@@ -359,7 +363,7 @@ impl CustomOp2 for NormSteer {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         check_d(NPS, self.d, l1)?;
-        let v = gather_f32(s2, l2)?;
+        let v = small_f32(s2, l2)?;
         let out = dispatch_new!(NPS, s1, |x| nps_new(x, l1, &v, self.alpha));
         Ok((out, l1.shape().clone()))
     }

@@ -1,10 +1,20 @@
 //! Errors raised by the kernels. They travel inside `candle_core::Error` (as
-//! `Error::Wrapped`), so every public function returns `candle_core::Result`, and a caller
-//! can recover the typed error with `err.downcast_ref::<KernelError>()` on the wrapped value.
+//! `Error::Wrapped`, displayed with the kernel's name and what is wrong), so every public
+//! function returns `candle_core::Result` and composes with candle code.
 
 use candle_core::DType;
 
 /// What went wrong in a kernel call (argument validation; device errors stay candle's).
+///
+/// ```
+/// use candle_core::{Device, DType, Tensor};
+/// let x = Tensor::zeros((1, 4, 8), DType::F32, &Device::Cpu)?;
+/// let v = Tensor::zeros(8, DType::F32, &Device::Cpu)?;
+/// let err = tdhook_kernels::steer_add_(&x, &v, 1.0, &tdhook_kernels::Positions::Range(2..9),
+///     &tdhook_kernels::Rows::All).unwrap_err();
+/// assert!(err.to_string().contains("steer_add: position range 2..9 does not fit T = 4"));
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// An operand has the wrong shape.

@@ -7,8 +7,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shap
 use crate::error::{KernelError, arg, shape};
 use crate::positions::{NO_VEC, PosPlan, Positions, Rows};
 use crate::util::{
-    Elem, RowMap, SyncPtr, check_float, dispatch_mut, dispatch_new, for_each_row, gather_f32,
-    new_rows, src_row, with_dst_row,
+    Elem, RowMap, SyncPtr, check_float, dispatch_mut, dispatch_new, for_each_row, new_rows,
+    src_row, with_dst_row,
 };
 
 const OP: &str = "steer_add";
@@ -49,7 +49,7 @@ fn vec_table(v: &Tensor) -> Result<Tensor> {
     } else {
         v.clone()
     };
-    v.to_dtype(DType::F32)
+    v.to_dtype(DType::F32)?.contiguous()
 }
 
 /// Adds `alpha · coef · v` to the selected rows of `x`, **in place**.
@@ -83,7 +83,7 @@ pub fn steer_add_(
     rows: &Rows,
 ) -> Result<()> {
     let g = geom(x, v)?;
-    let vt = crate::util::own_f32(&vec_table(v)?)?;
+    let vt = crate::util::operand_f32(&vec_table(v)?, x)?;
     let op = SteerAdd::new(g, alpha, positions, rows)?;
     x.inplace_op2(&vt, &op)
 }
@@ -214,7 +214,7 @@ impl InplaceOp2 for SteerAdd {
         l2: &Layout,
     ) -> Result<()> {
         self.check_layout(l1)?;
-        let vecs = gather_f32(s2, l2)?;
+        let vecs = crate::util::small_f32(s2, l2)?;
         dispatch_mut!(OP, s1, |x| cpu_inplace(self, x, l1, &vecs));
         Ok(())
     }
@@ -245,7 +245,7 @@ impl CustomOp2 for SteerAdd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.check_layout(l1)?;
-        let vecs = gather_f32(s2, l2)?;
+        let vecs = crate::util::small_f32(s2, l2)?;
         let out = dispatch_new!(OP, s1, |x| cpu_new(self, x, l1, &vecs));
         Ok((out, l1.shape().clone()))
     }

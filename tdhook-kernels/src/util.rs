@@ -244,14 +244,42 @@ pub(crate) unsafe fn with_dst_row<T: Copy, R>(
     }
 }
 
-/// A small operand (vector, direction) as f32 in storage of its own: the in-place kernels
-/// may then be given a view of the very tensor they modify.
-pub(crate) fn own_f32(t: &candle_core::Tensor) -> Result<candle_core::Tensor> {
-    if t.dtype() == DType::F32 {
+/// Whether two tensors view the same storage.
+pub(crate) fn shares_storage(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
+    // Lock one at a time (never both), compare the addresses of the storages.
+    let pa = {
+        let (s, _) = a.storage_and_layout();
+        &*s as *const candle_core::Storage
+    };
+    let pb = {
+        let (s, _) = b.storage_and_layout();
+        &*s as *const candle_core::Storage
+    };
+    std::ptr::eq(pa, pb)
+}
+
+/// A small operand (vector, direction) as f32, copied into storage of its own when it views
+/// `dst` (the in-place kernels may then be given a view of the very tensor they modify);
+/// always contiguous (the CUDA kernels read it as a plain array).
+pub(crate) fn operand_f32(
+    t: &candle_core::Tensor,
+    dst: &candle_core::Tensor,
+) -> Result<candle_core::Tensor> {
+    if t.dtype() != DType::F32 {
+        t.to_dtype(DType::F32)?.contiguous()
+    } else if shares_storage(t, dst) {
         t.copy()
     } else {
-        t.to_dtype(DType::F32)
+        t.contiguous()
     }
+}
+
+/// A small operand's values as f32 in logical order: borrowed when it is contiguous f32.
+pub(crate) fn small_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Result<std::borrow::Cow<'a, [f32]>> {
+    if let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) {
+        return Ok(std::borrow::Cow::Borrowed(&v[a..b]));
+    }
+    Ok(std::borrow::Cow::Owned(gather_f32(s, l)?))
 }
 
 /// Gathers a small strided storage (any float dtype) into a contiguous `f32` vector, in
@@ -331,18 +359,17 @@ pub(crate) use {dispatch_mut, dispatch_new};
 #[inline]
 pub(crate) fn dot<T: Elem>(a: &[T], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
+    let (ac, at) = a[..n].as_chunks::<8>();
+    let (bc, bt) = b[..n].as_chunks::<8>();
     let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+    for (x, y) in ac.iter().zip(bc) {
         for l in 0..8 {
             acc[l] += x[l].to_f32() * y[l];
         }
     }
     let mut s = 0f32;
-    for j in chunks * 8..n {
-        s += a[j].to_f32() * b[j];
+    for (x, &y) in at.iter().zip(bt) {
+        s += x.to_f32() * y;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + s
 }
