@@ -6,12 +6,14 @@
 //! hits both alike. Per shape it prints the median per-forward time of each and three estimates
 //! of dsl/plain, each with a 95 % bootstrap interval (rounds resampled, a round's two times kept
 //! together): the ratio of the medians, the ratio of the 10th percentiles (the fast end, least
-//! touched by other processes on a shared machine) and the median of the per-round ratios.
+//! touched by other processes on a shared machine) and the median of the per-round ratios. A
+//! second table does the same with the process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`), which
+//! does not count time other processes held the core.
 //!
 //! ```text
 //! cargo bench --bench hooks_off_interleaved -- [--shape tiny|gpt2_small|all]
 //!     [--budget-tiny SECS] [--budget-small SECS] [--rounds N] [--inner K]
-//!     [--only plain|dsl|none N]
+//!     [--only plain|dsl|empty|cache|none N]
 //! ```
 //!
 //! `--only ARM N` builds the models (checking the logits) and runs `N` forwards of one arm, no
@@ -25,9 +27,11 @@
 mod support;
 
 use anyhow::{Context, Result, bail};
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use support::{Rng, Setup, Shape};
+use tdhook::{Direction, HookSet, TensorDict};
 
 struct Opts {
     shapes: Vec<Shape>,
@@ -36,8 +40,8 @@ struct Opts {
     rounds: Option<usize>,
     inner: Option<usize>,
     smoke: bool,
-    /// `--only plain|dsl N`: build, then run N forwards of one arm and exit (for instruction
-    /// counting under valgrind, where the two runs differ only in the arm).
+    /// `--only plain|dsl|empty|cache N`: build, then run N forwards of one arm and exit (for
+    /// instruction counting under valgrind, where the runs differ only in the arm).
     only: Option<(String, usize)>,
 }
 
@@ -88,11 +92,55 @@ fn parse() -> Result<Opts> {
 
 /// Seconds per forward over `k` forwards.
 fn time_k(k: usize, f: &dyn Fn() -> candle_core::Result<candle_core::Tensor>) -> Result<f64> {
+    Ok(time_k_both(k, f)?.0)
+}
+
+/// Wall and process CPU seconds per forward over `k` forwards.
+fn time_k_both(
+    k: usize,
+    f: &dyn Fn() -> candle_core::Result<candle_core::Tensor>,
+) -> Result<(f64, f64)> {
+    let cpu0 = process_cpu_seconds();
     let start = Instant::now();
     for _ in 0..k {
         black_box(f()?);
     }
-    Ok(start.elapsed().as_secs_f64() / k as f64)
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu0;
+    Ok((wall / k as f64, cpu / k as f64))
+}
+
+/// CPU time of the whole process (all threads), `CLOCK_PROCESS_CPUTIME_ID`: unlike wall time it
+/// does not grow while other processes have the core, which on a shared machine is most of the
+/// noise. It still counts rayon workers spinning while they wait for work, and it cannot remove
+/// cache and memory-bus interference. NaN where unavailable.
+#[cfg(target_os = "linux")]
+fn process_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: glibc's clock_gettime writes one timespec (64-bit fields on 64-bit Linux).
+    let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        f64::NAN
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_cpu_seconds() -> f64 {
+    f64::NAN
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -166,6 +214,13 @@ struct Outcome {
     paired: Est,
     paired_min: f64,
     paired_max: f64,
+    /// Median process CPU seconds per forward.
+    cpu_plain: f64,
+    cpu_dsl: f64,
+    /// median(cpu dsl) / median(cpu plain).
+    cpu_ratio: Est,
+    /// Median of the per-round CPU-time ratios.
+    cpu_paired: Est,
 }
 
 fn measure(shape: Shape, opts: &Opts) -> Result<Outcome> {
@@ -207,14 +262,20 @@ fn measure(shape: Shape, opts: &Opts) -> Result<Outcome> {
 
     let mut tp = Vec::with_capacity(rounds);
     let mut td = Vec::with_capacity(rounds);
+    let mut cp = Vec::with_capacity(rounds);
+    let mut cd = Vec::with_capacity(rounds);
     for r in 0..rounds {
-        if r % 2 == 0 {
-            tp.push(time_k(inner, &plain)?);
-            td.push(time_k(inner, &dsl)?);
+        let (p, d) = if r % 2 == 0 {
+            let p = time_k_both(inner, &plain)?;
+            (p, time_k_both(inner, &dsl)?)
         } else {
-            td.push(time_k(inner, &dsl)?);
-            tp.push(time_k(inner, &plain)?);
-        }
+            let d = time_k_both(inner, &dsl)?;
+            (time_k_both(inner, &plain)?, d)
+        };
+        tp.push(p.0);
+        td.push(d.0);
+        cp.push(p.1);
+        cd.push(d.1);
     }
 
     let (mp, md) = (median(&tp), median(&td));
@@ -224,6 +285,8 @@ fn measure(shape: Shape, opts: &Opts) -> Result<Outcome> {
         |p: &[f64], d: &[f64]| -> Vec<f64> { d.iter().zip(p).map(|(d, p)| d / p).collect() };
     let paired = bootstrap(&tp, &td, |p, d| median(&paired_of(p, d)));
     let all_paired = paired_of(&tp, &td);
+    let cpu_ratio = bootstrap(&cp, &cd, |p, d| median(d) / median(p));
+    let cpu_paired = bootstrap(&cp, &cd, |p, d| median(&paired_of(p, d)));
     let out = Outcome {
         name,
         rounds,
@@ -235,17 +298,75 @@ fn measure(shape: Shape, opts: &Opts) -> Result<Outcome> {
         paired,
         paired_min: all_paired.iter().copied().fold(f64::INFINITY, f64::min),
         paired_max: all_paired.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        cpu_plain: median(&cp),
+        cpu_dsl: median(&cd),
+        cpu_ratio,
+        cpu_paired,
     };
     eprintln!(
-        "[{name}] plain {} dsl {} ratio of medians {}; p10 {}; per-round {}; {:.1}s",
+        "[{name}] wall: plain {} dsl {} ratio of medians {}; p10 {}; per-round {}",
         fmt_time(mp),
         fmt_time(md),
         out.ratio,
         out.ratio_p10,
         out.paired,
+    );
+    eprintln!(
+        "[{name}] cpu:  plain {} dsl {} ratio of medians {}; per-round {}; {:.1}s",
+        fmt_time(out.cpu_plain),
+        fmt_time(out.cpu_dsl),
+        out.cpu_ratio,
+        out.cpu_paired,
         t0.elapsed().as_secs_f64()
     );
     Ok(out)
+}
+
+/// `--only ARM N`: N forwards of one arm, untimed (for callgrind). `empty` and `cache` are the
+/// criterion bench's `dsl_empty_hookset` and `dsl_cache_all_blocks`.
+fn run_only(setup: &Setup, arm: &str, n: usize) -> Result<()> {
+    let forward_with = |hooks: &mut HookSet| -> Result<candle_core::Tensor> {
+        Ok(hooks.run(|hx| setup.dsl.forward(&setup.ids, hx))?)
+    };
+    match arm {
+        "plain" => {
+            for _ in 0..n {
+                black_box(setup.forward_plain()?);
+            }
+        }
+        "dsl" => {
+            for _ in 0..n {
+                black_box(setup.forward_dsl()?);
+            }
+        }
+        "empty" => {
+            let mut hooks = HookSet::new(&setup.dsl);
+            hooks.read(
+                "transformer.h.0.attn.attn_dropout",
+                Direction::Fwd,
+                |ev, _| panic!("{} is never called, yet its hook fired", ev.path),
+            )?;
+            for _ in 0..n {
+                black_box(forward_with(&mut hooks)?);
+            }
+        }
+        "cache" => {
+            let cache = RefCell::new(TensorDict::unbatched());
+            let mut hooks = HookSet::new(&setup.dsl);
+            hooks.read(r"transformer\.h\.\d+", Direction::Fwd, |ev, t| {
+                cache.borrow_mut().insert(ev.path, t.clone())?;
+                Ok(())
+            })?;
+            for _ in 0..n {
+                let out = forward_with(&mut hooks)?;
+                *cache.borrow_mut() = TensorDict::unbatched();
+                black_box(out);
+            }
+        }
+        "none" => {}
+        other => bail!("unknown arm {other} (plain, dsl, empty, cache, none)"),
+    }
+    Ok(())
 }
 
 fn fmt_time(s: f64) -> String {
@@ -266,15 +387,7 @@ fn main() -> Result<()> {
     eprintln!("hooks_off_interleaved: {threads} thread(s), {env}");
     if let Some((arm, n)) = &opts.only {
         for shape in opts.shapes.iter().cloned() {
-            let setup = Setup::new(shape)?;
-            for _ in 0..*n {
-                match arm.as_str() {
-                    "plain" => black_box(setup.forward_plain()?),
-                    "dsl" => black_box(setup.forward_dsl()?),
-                    "none" => break,
-                    other => bail!("unknown arm {other} (plain, dsl, none)"),
-                };
-            }
+            run_only(&Setup::new(shape)?, arm, *n)?;
         }
         return Ok(());
     }
@@ -305,6 +418,22 @@ fn main() -> Result<()> {
             o.paired,
             o.paired_min,
             o.paired_max
+        );
+    }
+    println!();
+    println!(
+        "| shape | threads | process CPU / forward, plain (median) | dsl_hooks_off (median) | CPU ratio of medians [95% CI] | CPU per-round ratio median [95% CI] |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for o in &outcomes {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            o.name,
+            threads,
+            fmt_time(o.cpu_plain),
+            fmt_time(o.cpu_dsl),
+            o.cpu_ratio,
+            o.cpu_paired
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 #   scripts/bench-hooks-off.sh                  # interleaved (1 thread and default pool) + criterion
 #   scripts/bench-hooks-off.sh --interleaved    # interleaved only (~3.5 min on 2 cores)
 #   scripts/bench-hooks-off.sh --criterion      # criterion only (~1.5–2 min)
-#   scripts/bench-hooks-off.sh --count          # instruction counts under callgrind (tiny, ~1.5 min)
+#   scripts/bench-hooks-off.sh --count          # instruction counts under callgrind (tiny, ~5–10 min)
 #
 # Env: CRITERION_THREADS (RAYON_NUM_THREADS for the criterion run; default 1, "default" for the
 # default pool); NICE (e.g. NICE=-10: run the timed binaries at that niceness, so that on a shared
@@ -57,7 +57,7 @@ if [[ $run_count == 1 ]]; then
   bin=$(cargo bench --no-run --bench hooks_off_interleaved 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
   tmp=$(mktemp -d)
   for rep in $(seq 1 "$reps"); do
-    for arm in plain dsl; do
+    for arm in plain dsl empty cache; do
       RAYON_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$arm.$rep" \
         --collect-atstart=no \
         --toggle-collect='hooks_off_interleaved::support::plain_gpt2::PlainGpt2::forward' \
@@ -67,12 +67,16 @@ if [[ $run_count == 1 ]]; then
     done
     echo "callgrind pair $rep/$reps done"
   done
-  echo "== callgrind instruction counts (tiny, RAYON_NUM_THREADS=1, $n forwards per arm + 1 of each, $reps pairs)"
+  echo "== callgrind instruction counts (tiny, RAYON_NUM_THREADS=1, $n forwards per arm + 1 plain + 1 dsl, $reps repeats)"
   python3 - "$tmp" "$n" "$reps" <<'PY'
-import re, sys
+import os, re, sys
 tmp, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# The forwards' own code (self cost, not what it calls): the model functions of both arms, plus
+# `&Tensor + Tensor`, which is inlined into one arm and not the other.
+MODEL = re.compile(r"tdhook::models::gpt2::|plain_gpt2::|Tensor as core::ops::arith::Add")
 def counts(path):
-    total = malloc = 0
+    """(total, outside malloc.c, model code) instructions of one callgrind run."""
+    total = malloc = model = 0
     for line in open(path):
         m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
         if not m:
@@ -82,29 +86,56 @@ def counts(path):
             total = ir
         elif "/malloc/" in name:
             malloc += ir
-    return total, malloc
-rows = []
-for r in range(1, reps + 1):
-    (ta, ma), (tb, mb) = counts(f"{tmp}/ann.plain.{r}"), counts(f"{tmp}/ann.dsl.{r}")
-    p_plus_d = (ta + tb) / (n + 2)
-    diff = (ta - tb) / n  # P - D
-    p, d = (p_plus_d + diff) / 2, (p_plus_d - diff) / 2
-    rows.append((p, d, d - p, ((tb - mb) - (ta - ma)) / n, (mb - ma) / n))
+        elif MODEL.search(name):
+            model += ir
+    return total, total - malloc, model
+def solve(a, b):
+    """Per-forward (P, D) from I_plain = (n+1)P + D and I_dsl = P + (n+1)D."""
+    s, diff = (a + b) / (n + 2), (a - b) / n
+    return (s + diff) / 2, (s - diff) / 2
 mean = lambda xs: sum(xs) / len(xs)
-print("| pair | instr./forward plain | dsl_hooks_off | dsl − plain | of which outside malloc | of which in malloc.c | ratio dsl/plain |")
+names = {"plain": "plain", "dsl": "dsl_hooks_off", "empty": "dsl_empty_hookset", "cache": "dsl_cache_all_blocks"}
+# per repeat, per arm: (total, outside malloc, model code) per forward
+per = []
+for r in range(1, reps + 1):
+    ca, cb = counts(f"{tmp}/ann.plain.{r}"), counts(f"{tmp}/ann.dsl.{r}")
+    arms = {"plain": [], "dsl": []}
+    for k in range(3):
+        p, d = solve(ca[k], cb[k])
+        arms["plain"].append(p)
+        arms["dsl"].append(d)
+    for arm in ["empty", "cache"]:
+        path = f"{tmp}/ann.{arm}.{r}"
+        if os.path.exists(path):
+            cx = counts(path)
+            arms[arm] = [(cx[k] - arms["plain"][k] - arms["dsl"][k]) / n for k in range(3)]
+    per.append(arms)
+print("| repeat | instr./forward plain | dsl_hooks_off | dsl − plain | outside malloc.c | forwards' own code | ratio dsl/plain |")
 print("|---|---|---|---|---|---|---|")
-for i, (p, d, delta, code, mal) in enumerate(rows, 1):
-    print(f"| {i} | {p:,.0f} | {d:,.0f} | {delta:+,.0f} | {code:+,.0f} | {mal:+,.0f} | {d / p:.5f} |")
-p, d = mean([r[0] for r in rows]), mean([r[1] for r in rows])
-deltas = [r[2] for r in rows]
-print(f"| mean | {p:,.0f} | {d:,.0f} | {mean(deltas):+,.0f} (min {min(deltas):+,.0f}, max {max(deltas):+,.0f}) "
-      f"| {mean([r[3] for r in rows]):+,.0f} | {mean([r[4] for r in rows]):+,.0f} | {d / p:.5f} |")
+for i, arms in enumerate(per, 1):
+    p, d = arms["plain"], arms["dsl"]
+    print(f"| {i} | {p[0]:,.0f} | {d[0]:,.0f} | {d[0] - p[0]:+,.0f} | {d[1] - p[1]:+,.0f} | {d[2] - p[2]:+,.0f} | {d[0] / p[0]:.5f} |")
+print()
+print("| arm | instr./forward (mean) | − plain: total, mean [min, max] | − plain: outside malloc.c, mean [min, max] | ratio to plain |")
+print("|---|---|---|---|---|")
+for arm in ["plain", "dsl", "empty", "cache"]:
+    if not all(arm in a for a in per):
+        continue
+    tot = [a[arm][0] for a in per]
+    dt = [a[arm][0] - a["plain"][0] for a in per]
+    dn = [a[arm][1] - a["plain"][1] for a in per]
+    if arm == "plain":
+        print(f"| {names[arm]} | {mean(tot):,.0f} | | | 1.00000 |")
+    else:
+        print(f"| {names[arm]} | {mean(tot):,.0f} | {mean(dt):+,.0f} [{min(dt):+,.0f}, {max(dt):+,.0f}] "
+              f"| {mean(dn):+,.0f} [{min(dn):+,.0f}, {max(dn):+,.0f}] | {mean(tot) / mean([a['plain'][0] for a in per]):.5f} |")
 PY
   echo "(callgrind outputs: $tmp; e.g. callgrind_annotate --inclusive=no $tmp/cg.dsl.1)"
   exit 0
 fi
 
 rows=()
+cpurows=()
 if [[ $run_interleaved == 1 ]]; then
   for threads in 1 default; do
     if [[ $threads == 1 ]]; then
@@ -116,7 +147,9 @@ if [[ $run_interleaved == 1 ]]; then
     fi
     echo "load after: $(uptime | sed 's/.*load average: //')"
     while IFS= read -r line; do
-      [[ $line == "| "[a-z]* && $line != "| shape"* ]] && rows+=("$line")
+      [[ $line == "| "[a-z]* && $line != "| shape"* ]] || continue
+      bars=${line//[^|]/}
+      if [[ ${#bars} -ge 10 ]]; then rows+=("$line"); else cpurows+=("$line"); fi
     done <<<"$out"
   done
   echo
@@ -139,6 +172,11 @@ if [[ ${#rows[@]} -gt 0 ]]; then
   echo "| shape | threads | rounds × K | plain (median) | dsl_hooks_off (median) | ratio of medians [95% CI] | ratio of p10 [95% CI] | per-round ratio median [95% CI] | per-round min – max |"
   echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "== interleaved: process CPU time per forward (not counting time other processes held the core)"
+  echo "| shape | threads | process CPU / forward, plain (median) | dsl_hooks_off (median) | CPU ratio of medians [95% CI] | CPU per-round ratio median [95% CI] |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${cpurows[@]}"
   echo
 fi
 

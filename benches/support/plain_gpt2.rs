@@ -3,15 +3,15 @@
 //! Same math, same op order and the same layer types as `tdhook::models::gpt2::Gpt2`
 //! (`tdhook::nn::{Conv1D, LayerNorm, Dropout, softmax_last_dim}` and candle-nn's
 //! `Embedding`/`Linear` are ordinary candle modules), loaded from the same HF names, so on the
-//! same weights both give bit-identical logits. The only thing the DSL forward does that this one
-//! does not is the hook plumbing — which is what the `hooks_off` benches measure.
+//! same weights both give bit-identical logits. What the DSL forward does that this one does not
+//! is the hook plumbing — which is what the `hooks_off` benches measure — and the few `Option`
+//! checks of its KV cache (the DSL model's forward is shared with generation).
 //!
 //! The identity dropouts are called here too (an `Arc` clone each), because the DSL model calls
 //! them as modules; leaving them out would charge the model's structure to the DSL. The causal
-//! mask comes from `tdhook::models::gpt2::causal_mask`, a plain candle function: a copy compiled
-//! in this crate collects the mask with about twice the instructions (generic code instantiated
-//! in another crate is optimised differently), which made *plain* look slower than the DSL under
-//! callgrind — an artefact, not the DSL's doing.
+//! mask comes from `tdhook::models::gpt2::causal_mask`, a plain candle function, so both arms run
+//! the very same code for it, and the forward is split into transformer and head like the DSL
+//! model so that temporaries are freed at the same points (glibc malloc's work depends on it).
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
