@@ -128,6 +128,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A fused kernel (tdhook-kernels) rejected its arguments at a hook point.
+    #[error("at `{path}`: {source}")]
+    Kernel {
+        /// The hook path.
+        path: String,
+        /// The kernel's error (it names the operand, its shape and what was expected).
+        source: candle_core::Error,
+    },
+
     /// A TensorDict operation failed.
     #[error(transparent)]
     TensorDict(#[from] TensorDictError),

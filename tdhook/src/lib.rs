@@ -84,6 +84,9 @@ pub use hx::{Direction, HookOutput, Hx, Point};
 pub use points::{HookPointInfo, HookableExt};
 pub use select::{Pattern, Selector};
 pub use tdhook_derive::Hookable;
+/// The fused kernels the latent methods run on (steer-add, patch, ablation, batched probes),
+/// re-exported so their argument types (`Positions`, `Rows`, …) need no extra dependency.
+pub use tdhook_kernels as kernels;
 pub use tensordict::{Key, TensorDict};
 
 /// What a user imports to write and run a hooked model.

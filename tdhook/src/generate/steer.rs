@@ -9,6 +9,7 @@ use crate::select::Selector;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use tdhook_kernels::{Positions, Rows};
 
 /// Which tokens steering touches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,10 +121,12 @@ impl BatchSteering {
         let prompt_lens: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
         for path in paths {
             let width = widths[&path];
-            // Row b's vector at this path, times its coefficients; zero for rows without one.
-            let mut rows = Vec::with_capacity(b);
+            // One table row per batch row that steers at this path: its vector times its
+            // coefficients; rows without a vector here are skipped by the kernel.
+            let mut table = Vec::new();
+            let mut row_of = Vec::with_capacity(b);
             for row in &self.rows {
-                let v = match row {
+                let entry = match row {
                     Some((i, c)) => match self.vectors[*i].get(&path) {
                         Some(v) => {
                             if v.dims() != [width] {
@@ -134,15 +137,22 @@ impl BatchSteering {
                                     got: v.dims().to_vec(),
                                 });
                             }
-                            (v.to_dtype(DType::F32)? * (c * self.vectors[*i].spec.coefficient))?
+                            let scaled = (v.to_dtype(DType::F32)?
+                                * (c * self.vectors[*i].spec.coefficient))?;
+                            table.push(scaled.to_device(&device)?);
+                            Some((table.len() - 1, 1.0f32))
                         }
-                        None => Tensor::zeros(width, DType::F32, &device)?,
+                        None => None,
                     },
-                    None => Tensor::zeros(width, DType::F32, &device)?,
+                    None => None,
                 };
-                rows.push(v.to_device(&device)?);
+                row_of.push(entry);
             }
-            let table = Tensor::stack(&rows, 0)?.unsqueeze(1)?; // [B, 1, D]
+            if table.is_empty() {
+                continue;
+            }
+            let table = Tensor::stack(&table, 0)?; // [V, D], f32
+            let rows = Rows::per_row(row_of);
             let scope = self.scope;
             let prompt_lens = prompt_lens.clone();
             hooks.add(Selector::exact(path.clone()), Direction::Fwd, move |ev, out| {
@@ -154,41 +164,58 @@ impl BatchSteering {
                         prompt_lens.len()
                     )));
                 }
-                let t = dims[1];
-                let positions: Vec<Vec<u32>> = match ev.positions {
-                    Some(p) => p.to_vec2::<u32>()?,
-                    None => vec![(0..t as u32).collect(); dims[0]],
-                };
-                let scale: Vec<f32> = positions
-                    .iter()
-                    .zip(&prompt_lens)
-                    .flat_map(|(row, &len)| {
-                        row.iter().map(move |&p| {
-                            let on = p != PAD_POSITION
-                                && match scope {
-                                    SteerScope::All => true,
-                                    SteerScope::Prompt => p < len,
-                                    SteerScope::Generated => p >= len,
-                                };
-                            f32::from(u8::from(on))
-                        })
-                    })
-                    .collect();
-                // The common cases — every token in scope (decode steps, unpadded prompts) or
-                // none — are one broadcast add or nothing.
-                if scale.iter().all(|&s| s == 0.0) {
+                let Some(positions) = scope_positions(ev.positions, &prompt_lens, dims[1], scope)?
+                else {
                     return Ok(None);
-                }
-                if scale.iter().all(|&s| s == 1.0) {
-                    return Ok(Some(out.broadcast_add(&table.to_dtype(out.dtype())?)?));
-                }
-                let scale = Tensor::from_vec(scale, (dims[0], t, 1), out.device())?;
-                let add = scale.broadcast_mul(&table)?.to_dtype(out.dtype())?;
-                Ok(Some((out + add)?))
+                };
+                // The fused kernel: one pass writing a new tensor (the hooked output may be
+                // shared, e.g. with a cache, so it is never modified in place).
+                let steered = tdhook_kernels::steer_add(out, &table, 1.0, &positions, &rows)
+                    .map_err(|e| Error::Kernel {
+                        path: ev.path.to_string(),
+                        source: e,
+                    })?;
+                Ok(Some(steered))
             })?;
         }
         Ok(())
     }
+}
+
+/// The `[B, T]` tokens in `scope` as kernel positions: `None` when no token is (nothing to do),
+/// [`Positions::All`] when every one is (decode steps, unpadded prompts). `positions` holds each
+/// token's absolute position (pads: [`PAD_POSITION`]); without it, tokens are at `0..t`.
+fn scope_positions(
+    positions: Option<&Tensor>,
+    prompt_lens: &[u32],
+    t: usize,
+    scope: SteerScope,
+) -> Result<Option<Positions>> {
+    let positions: Vec<Vec<u32>> = match positions {
+        Some(p) => p.to_vec2::<u32>()?,
+        None => vec![(0..t as u32).collect(); prompt_lens.len()],
+    };
+    let mask: Vec<bool> = positions
+        .iter()
+        .zip(prompt_lens)
+        .flat_map(|(row, &len)| {
+            row.iter().map(move |&p| {
+                p != PAD_POSITION
+                    && match scope {
+                        SteerScope::All => true,
+                        SteerScope::Prompt => p < len,
+                        SteerScope::Generated => p >= len,
+                    }
+            })
+        })
+        .collect();
+    Ok(if !mask.iter().any(|&on| on) {
+        None
+    } else if mask.iter().all(|&on| on) {
+        Some(Positions::All)
+    } else {
+        Some(Positions::Mask(mask))
+    })
 }
 
 /// The last-dim width of each path's output, from a one-token forward (no hooks of the caller's

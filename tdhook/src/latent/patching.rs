@@ -11,7 +11,9 @@ use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
 use candle_core::Tensor;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use tdhook_kernels::Positions;
 
 /// `patch_fn(module_key, output, output_to_patch)`: the corrupted output and the clean one it
 /// is patched with; `None` means "use the clean one" (tdhook's contract).
@@ -57,6 +59,25 @@ pub struct ActivationPatching {
     patch_fn: Option<Arc<PatchFn>>,
     cache_callback: Option<Arc<CacheCallback>>,
     relative: bool,
+    region: Option<Region>,
+}
+
+/// Which part of a `[.., T, D]` activation is patched, and how much (the fused patch kernel).
+#[derive(Clone, Debug)]
+struct Region {
+    positions: Positions,
+    channels: Option<Range<usize>>,
+    alpha: f64,
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Self {
+            positions: Positions::All,
+            channels: None,
+            alpha: 1.0,
+        }
+    }
 }
 
 impl ActivationPatching {
@@ -69,7 +90,60 @@ impl ActivationPatching {
             patch_fn: None,
             cache_callback: None,
             relative: true,
+            region: None,
         }
+    }
+
+    /// Patch only these positions (dim −2 of each patched output): a range, a `[T]` mask or a
+    /// per-row `[B·T]` mask (see [`Positions`]). Default: every position. tdhook patches the
+    /// whole output; selecting positions here needs no `patch_fn` and runs the fused patch
+    /// kernel (one pass over the patched rows only).
+    ///
+    /// ```
+    /// use tdhook::latent::ActivationPatching;
+    /// use tdhook::models::gpt2::{Gpt2, Gpt2Config};
+    /// use tdhook::prelude::*;
+    /// use tdhook::kernels::Positions;
+    /// use candle_core::{DType, Device, Tensor};
+    /// # fn main() -> tdhook::Result<()> {
+    /// let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
+    /// let model = Gpt2::new(Gpt2Config::new(50, 16, 32, 2, 4), vb)?;
+    /// // Patch the clean run's last token into block 0 of the corrupted run.
+    /// let mut patching = ActivationPatching::new(["transformer.h.0"])
+    ///     .positions(Positions::Range(2..3))
+    ///     .prepare(&model)?;
+    /// let clean = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+    /// let corrupted = Tensor::new(&[[1u32, 2, 9]], &Device::Cpu)?;
+    /// let (clean_logits, patched) = patching.patch(&clean, &corrupted)?;
+    /// // Positions 0 and 1 are the same tokens in both runs, and position 2 now reads the
+    /// // clean activation: the patched logits are the clean ones.
+    /// let diff = (clean_logits - patched)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert!(diff < 1e-5);
+    /// # Ok(()) }
+    /// ```
+    pub fn positions(mut self, positions: Positions) -> Self {
+        self.region.get_or_insert_with(Region::default).positions = positions;
+        self
+    }
+
+    /// Patch only channels `lo..hi` of the last dim (default: all).
+    pub fn channels(mut self, channels: Range<usize>) -> Self {
+        self.region.get_or_insert_with(Region::default).channels = Some(channels);
+        self
+    }
+
+    /// Patch only attention heads `heads` of a `[.., T, H·head_dim]` output (e.g.
+    /// `attn.c_attn`'s query block or the input of `attn.c_proj`): channels
+    /// `heads.start·head_dim .. heads.end·head_dim`.
+    pub fn heads(self, heads: Range<usize>, head_dim: usize) -> Self {
+        self.channels(tdhook_kernels::head_channels(heads, head_dim))
+    }
+
+    /// Blend instead of replace: `(1 − alpha)·corrupted + alpha·clean` on the patched region
+    /// (default 1: replace).
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.region.get_or_insert_with(Region::default).alpha = alpha;
+        self
     }
 
     /// Where the corrupted input is read and the patched output written (default `patched`).
@@ -119,6 +193,22 @@ impl ActivationPatching {
         let hook_state = state.clone();
         let patch_fn = self.patch_fn.clone();
         let cache_callback = self.cache_callback.clone();
+        if self.patch_fn.is_some() && self.region.is_some() {
+            return Err(Error::Invalid(
+                "ActivationPatching has both a patch_fn and positions / channels / alpha; the \
+                 patch_fn decides the whole replacement, so drop one of them"
+                    .into(),
+            ));
+        }
+        if let Some(r) = &self.region
+            && !(r.alpha.is_finite())
+        {
+            return Err(Error::Invalid(format!(
+                "ActivationPatching alpha must be finite, got {}",
+                r.alpha
+            )));
+        }
+        let region = self.region.clone();
         hooks.add_at(points, Direction::Fwd, "patch_fn", move |ev, t| {
             let mut st = hook_state.lock().unwrap_or_else(|p| p.into_inner());
             let key = (ev.path.to_string(), ev.occurrence);
@@ -139,9 +229,16 @@ impl ActivationPatching {
                     ev.occurrence
                 )));
             };
-            let replacement = match &patch_fn {
-                Some(f) => f(ev.path, t, clean)?.unwrap_or_else(|| clean.clone()),
-                None => clean.clone(),
+            let replacement = match (&patch_fn, &region) {
+                (Some(f), _) => f(ev.path, t, clean)?.unwrap_or_else(|| clean.clone()),
+                (None, None) => clean.clone(),
+                (None, Some(r)) => {
+                    tdhook_kernels::patch(t, clean, &r.positions, r.channels.clone(), r.alpha)
+                        .map_err(|e| Error::Kernel {
+                            path: ev.path.to_string(),
+                            source: e,
+                        })?
+                }
             };
             Ok(Some(replacement))
         })?;

@@ -7,6 +7,9 @@
 //!   `additional_keys` selected from the input dict (e.g. `labels`).
 //! * [`ProbeManager`] — tdhook's manager: one persistent [`Estimator`] per `{path}_{direction}`,
 //!   fitted on `fit` steps, applied on `predict` steps, with metrics recorded per phase.
+//! * [`BatchedProbes`] — the same, but every point's probe is trained together at the end of
+//!   a run: one batched call of tdhook-kernels over `[K, N, F]` (L-BFGS logistic regression,
+//!   mean difference, ridge) instead of `K` separate fits.
 //! * Estimators: [`MeanDifferenceClassifier`] (tdhook's), [`LogisticRegression`] and [`Ridge`]
 //!   (sklearn's, which tdhook's examples use); [`metrics`] for accuracy, r2 and mse.
 //!
@@ -36,11 +39,13 @@
 //! selected whatever the filters (their hooks would never fire), so the default skip list is
 //! empty, and classes match by name, not by subclass.
 
+mod batched;
 mod estimators;
 mod linalg;
 mod manager;
 pub mod metrics;
 
+pub use batched::{BatchedEstimator, BatchedProbes, FitReport};
 pub use estimators::{
     Estimator, EstimatorError, LinearModel, LogisticRegression, LogisticSolver,
     MeanDifferenceClassifier, Ridge,
@@ -212,6 +217,15 @@ where
 pub trait ProbeFactory: Send + Sync {
     /// The probe for `path` in `direction`.
     fn make_probe(&self, path: &str, direction: Direction) -> Box<dyn Probe>;
+
+    /// Called once after each run, when every probe has seen its activations (and gradients):
+    /// where a factory whose probes work together does its joint work (e.g. [`BatchedProbes`]
+    /// fits all its probes in one batched call). `step_type` is the run's, `None` when the run
+    /// had none or failed (then only discard what the run collected). Default: nothing.
+    fn end_step(&self, step_type: Option<StepType>) -> Result<()> {
+        let _ = step_type;
+        Ok(())
+    }
 }
 
 impl<F, P> ProbeFactory for F
@@ -591,7 +605,17 @@ impl<M: HookedModel + ?Sized> PreparedProbing<'_, M> {
         *lock(&self.ctx) = Some(StepContext { step_type, data });
         let res = self.forward_inner(input, batch);
         *lock(&self.ctx) = None;
-        res
+        match res {
+            Ok(output) => {
+                self.config.factory.end_step(step_type)?;
+                Ok(output)
+            }
+            Err(e) => {
+                // Let the factory drop what it collected from the failed run.
+                let _ = self.config.factory.end_step(None);
+                Err(e)
+            }
+        }
     }
 
     fn forward_inner(&mut self, input: &Tensor, batch: &[usize]) -> Result<Tensor> {
