@@ -31,7 +31,8 @@
 //! `transformer\.h\.\d+`), `patch_one_*` (block 0, two passes), `steer_one_*` (block 0,
 //! `out + v`), `add_one_*` (ActivationAddition at block 0, two passes).
 //!
-//! Threads: candle's CPU kernels and the probe trainer use `RAYON_NUM_THREADS`.
+//! Threads: candle's CPU kernels and the probe trainer use `RAYON_NUM_THREADS`. `--in-pool`
+//! (with any mode) runs everything on a rayon worker thread instead of the main thread.
 //! Under `cargo test --benches` (no `--bench` argument) it runs the standalone mode on the random
 //! tiny model, one iteration per workload.
 
@@ -93,7 +94,10 @@ impl Inputs {
             corrupted: ids("corrupted")?,
             positive: ids("positive")?,
             negative: ids("negative")?,
-            steer_v: t.get("steer_v").context("steer_v missing")?.to_dtype(DType::F32)?,
+            steer_v: t
+                .get("steer_v")
+                .context("steer_v missing")?
+                .to_dtype(DType::F32)?,
         })
     }
 
@@ -178,13 +182,19 @@ impl Bench {
                 td
             }
             "cache_all_ctx" => self.caching.run(&i.td_plain()?)?,
-            "cache_all_whole" => ActivationCaching::new(BLOCKS).prepare(m)?.run(&i.td_plain()?)?,
+            "cache_all_whole" => ActivationCaching::new(BLOCKS)
+                .prepare(m)?
+                .run(&i.td_plain()?)?,
             "patch_one_ctx" => self.patching.run(&i.td_patch()?)?,
-            "patch_one_whole" => ActivationPatching::new([ONE]).prepare(m)?.run(&i.td_patch()?)?,
+            "patch_one_whole" => ActivationPatching::new([ONE])
+                .prepare(m)?
+                .run(&i.td_patch()?)?,
             "steer_one_ctx" => self.steering.run(&i.td_plain()?)?,
             "steer_one_whole" => steering(&i.steer_v).prepare(m)?.run(&i.td_plain()?)?,
             "add_one_ctx" => self.addition.run(&i.td_add()?)?,
-            "add_one_whole" => ActivationAddition::new([ONE]).prepare(m)?.run(&i.td_add()?)?,
+            "add_one_whole" => ActivationAddition::new([ONE])
+                .prepare(m)?
+                .run(&i.td_add()?)?,
             other => bail!("unknown workload `{other}` (one of {WORKLOADS:?})"),
         })
     }
@@ -233,7 +243,9 @@ impl Bench {
     fn check(&mut self, expected: &HashMap<String, Tensor>) -> Result<(f64, String)> {
         let mut worst = (0f64, String::from("-"));
         let mut cmp = |key: &str, ours: &Tensor| -> Result<()> {
-            let theirs = expected.get(key).with_context(|| format!("expected.safetensors lacks {key}"))?;
+            let theirs = expected
+                .get(key)
+                .with_context(|| format!("expected.safetensors lacks {key}"))?;
             ensure!(
                 theirs.dims() == ours.dims(),
                 "{key}: Python {:?} vs Rust {:?}",
@@ -256,7 +268,10 @@ impl Bench {
         cmp("cache/logits", out.tensor("output")?)?;
         for i in 0..self.model.config().n_layer {
             let path = format!("transformer.h.{i}");
-            cmp(&format!("cache/{path}"), out.tensor(("cache", path.as_str()))?)?;
+            cmp(
+                &format!("cache/{path}"),
+                out.tensor(("cache", path.as_str()))?,
+            )?;
         }
         let out = self.run("patch_one_whole")?;
         cmp("patch/logits", out.tensor("output")?)?;
@@ -297,8 +312,13 @@ struct ProbeData {
 
 impl ProbeData {
     fn load(path: &str) -> Result<Self> {
-        let t = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("reading {path}"))?;
-        let get = |k: &str| t.get(k).cloned().with_context(|| format!("{k} missing in {path}"));
+        let t = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("reading {path}"))?;
+        let get = |k: &str| {
+            t.get(k)
+                .cloned()
+                .with_context(|| format!("{k} missing in {path}"))
+        };
         let x_train = get("x_train")?.to_dtype(DType::F32)?.contiguous()?;
         let k = x_train.dims()[0];
         let layers = (0..k)
@@ -323,7 +343,10 @@ impl ProbeData {
 
     /// The same objective as scikit-learn's `LogisticRegression(C=c)` (lbfgs, tol 1e-4).
     fn config(&self, c: f64) -> LogisticConfig {
-        LogisticConfig { max_iter: 1000, ..LogisticConfig::from_sklearn_c(c, self.n()) }
+        LogisticConfig {
+            max_iter: 1000,
+            ..LogisticConfig::from_sklearn_c(c, self.n())
+        }
     }
 
     fn run(&self, how: &str, c: f64) -> Result<Value> {
@@ -376,7 +399,11 @@ impl ProbeData {
                 for (k, lr) in fitted.iter().enumerate() {
                     let xt = self.x_test.get(k)?;
                     let pred = lr.decision_function(&xt)?.gt(0.0)?.to_dtype(DType::F32)?;
-                    let hits = pred.eq(&y)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()?;
+                    let hits = pred
+                        .eq(&y)?
+                        .to_dtype(DType::F32)?
+                        .mean_all()?
+                        .to_scalar::<f32>()?;
                     acc.push(hits);
                 }
                 Ok(json!({
@@ -433,7 +460,8 @@ fn memory(dir: &Path) -> Result<Value> {
     let output_bytes = bytes(out.tensor("output")?);
     // The model's bytes: every tensor in the file (tied lm_head is not stored twice); reading
     // the header only, after the measurement.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(dir.join("model.safetensors"))? };
+    let st =
+        unsafe { candle_core::safetensors::MmapedSafetensors::new(dir.join("model.safetensors"))? };
     let model_bytes: u64 = st
         .tensors()
         .iter()
@@ -506,18 +534,25 @@ fn serve() -> Result<()> {
                     Ok(json!({"max_abs_diff": diff, "worst": worst}))
                 }
                 ["time", name, workload, iters] => {
-                    let bench = benches.get_mut(*name).ok_or_else(|| anyhow!("no model `{name}` loaded"))?;
+                    let bench = benches
+                        .get_mut(*name)
+                        .ok_or_else(|| anyhow!("no model `{name}` loaded"))?;
                     Ok(json!({"times": bench.time(workload, iters.parse()?)?}))
                 }
                 ["ab", name, a, b, rounds, iters] => {
-                    let bench = benches.get_mut(*name).ok_or_else(|| anyhow!("no model `{name}` loaded"))?;
+                    let bench = benches
+                        .get_mut(*name)
+                        .ok_or_else(|| anyhow!("no model `{name}` loaded"))?;
                     bench.ab(a, b, rounds.parse()?, iters.parse()?)
                 }
                 ["probe_load", path] => {
                     probes = Some(ProbeData::load(path)?);
                     Ok(json!({"ok": true}))
                 }
-                ["probe", how, c] => probes.as_ref().context("probe_load first")?.run(how, c.parse()?),
+                ["probe", how, c] => probes
+                    .as_ref()
+                    .context("probe_load first")?
+                    .run(how, c.parse()?),
                 ["quit"] => Ok(json!({"bye": true})),
                 _ => bail!("unknown command `{line}`"),
             }
@@ -543,7 +578,10 @@ fn standalone(dir: Option<&str>, iters: usize, only: Option<&str>) -> Result<()>
         }
         None => (random_tiny()?, "random tiny".to_string()),
     };
-    for w in WORKLOADS.into_iter().filter(|w| only.is_none_or(|o| o == *w)) {
+    for w in WORKLOADS
+        .into_iter()
+        .filter(|w| only.is_none_or(|o| o == *w))
+    {
         bench.time(w, 1.min(iters))?; // warm-up
         let times = bench.time(w, iters)?;
         emit(json!({
@@ -560,8 +598,21 @@ fn standalone(dir: Option<&str>, iters: usize, only: Option<&str>) -> Result<()>
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--in-pool") {
+        // Everything on a rayon worker: candle's parallel ops then start on the calling worker
+        // instead of being injected into the pool from outside and waited for (BENCHMARKS.md).
+        let rest: Vec<String> = args.into_iter().filter(|a| a != "--in-pool").collect();
+        return rayon::scope(move |_| run(rest));
+    }
+    run(args)
+}
+
+fn run(args: Vec<String>) -> Result<()> {
     let value = |flag: &str| -> Option<String> {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
     };
     if args.iter().any(|a| a == "--serve") {
         return serve();

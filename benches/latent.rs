@@ -87,7 +87,12 @@ fn bench_shape(c: &mut Criterion, shape: Shape) {
     // Sanity: the cache holds every block, the patched run differs from the corrupted one.
     let out = caching.run(&td).unwrap();
     assert_eq!(out.get_dict("cache").unwrap().len(), cfg.n_layer);
-    assert!(patching.run(&td_patch).unwrap().contains(("patched", "output")));
+    assert!(
+        patching
+            .run(&td_patch)
+            .unwrap()
+            .contains(("patched", "output"))
+    );
     assert!(addition.run(&td_add).unwrap().contains(("steer", ONE)));
 
     let mut group = c.benchmark_group(format!("latent_{}", setup.shape.name));

@@ -94,7 +94,9 @@ def export_shape(name, root):
     d = os.path.join(root, name)
     os.makedirs(d, exist_ok=True)
     torch.manual_seed(seed)
-    cfg = GPT2Config(**cfg_kwargs, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    special = min(50256, cfg_kwargs["vocab_size"] - 1)
+    cfg = GPT2Config(**cfg_kwargs, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=special,
+                     eos_token_id=special)
     model = GPT2LMHeadModel(cfg).eval()
     model.save_pretrained(d, safe_serialization=True)
     del model
@@ -196,10 +198,10 @@ class Side:
 
 
 class Rust:
-    def __init__(self, binary, threads):
+    def __init__(self, binary, threads, in_pool=False):
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-        self.p = subprocess.Popen([binary, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                  text=True, bufsize=1)
+        argv = [binary, "--serve"] + (["--in-pool"] if in_pool else [])
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
         hello = self.read()
         assert hello.get("ready"), hello
 
@@ -244,7 +246,8 @@ def time_python(fn, iters):
 PAUSE = 0.05  # let the other side's worker threads go to sleep before timing
 
 
-def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None):
+def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None, pool=None):
+    """Alternates Python ("py"), Rust ("rs") and, if given, Rust run on a rayon worker ("rp")."""
     rows = []
     for workload, passes in WORKLOADS:
         if only and workload not in only and workload != "forward":
@@ -252,18 +255,26 @@ def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None):
         fn = side.callable_for(workload)
         time_python(fn, warmup)
         rust.cmd("time", side.name, workload, warmup)
-        py, rs, round_ratios = [], [], []
+        if pool is not None:
+            pool.cmd("time", side.name, workload, warmup)
+        py, rs, rp, round_ratios = [], [], [], []
+        arms = ["py", "rs"] + (["rp"] if pool is not None else [])
         for r in range(rounds):
-            order = ("py", "rs") if r % 2 == 0 else ("rs", "py")
+            order = arms[r % len(arms):] + arms[:r % len(arms)]
+            if r % 2 == 1:
+                order = order[::-1]
             got = {}
             for who in order:
                 time.sleep(PAUSE)
                 if who == "py":
                     got["py"] = time_python(fn, iters)
-                else:
+                elif who == "rs":
                     got["rs"] = rust.cmd("time", side.name, workload, iters)["times"]
+                else:
+                    got["rp"] = pool.cmd("time", side.name, workload, iters)["times"]
             py += got["py"]
             rs += got["rs"]
+            rp += got.get("rp", [])
             round_ratios.append(statistics.median(got["py"]) / statistics.median(got["rs"]))
         side.close()
         gc.collect()
@@ -271,15 +282,21 @@ def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None):
                    py_median=statistics.median(py), rs_median=statistics.median(rs),
                    round_ratio_min=min(round_ratios), round_ratio_max=max(round_ratios))
         row["ratio"] = row["py_median"] / row["rs_median"]
+        if rp:
+            row["rp_median"] = statistics.median(rp)
+            row["ratio_pool"] = row["py_median"] / row["rp_median"]
         rows.append(row)
         log(f"  [{side.name} N={threads}] {workload:17s} python {fmt(row['py_median'])}  rust {fmt(row['rs_median'])}"
-            f"  python/rust {row['ratio']:.2f} (rounds {min(round_ratios):.2f}-{max(round_ratios):.2f})")
+            f"  python/rust {row['ratio']:.2f} (rounds {min(round_ratios):.2f}-{max(round_ratios):.2f})"
+            + (f"; rust on a rayon worker {fmt(row['rp_median'])}, python/that {row['ratio_pool']:.2f}" if rp else ""))
     if not rows:
         return rows
-    fwd = {k: next(r for r in rows if r["workload"] == "forward")[k] for k in ("py_median", "rs_median")}
+    fwd = next(r for r in rows if r["workload"] == "forward")
     for r in rows:
         r["py_x_fwd"] = r["py_median"] / (r["passes"] * fwd["py_median"])
         r["rs_x_fwd"] = r["rs_median"] / (r["passes"] * fwd["rs_median"])
+        if "rp_median" in r:
+            r["rp_x_fwd"] = r["rp_median"] / (r["passes"] * fwd["rp_median"])
     return rows
 
 
@@ -435,12 +452,14 @@ def report(results):
       f"scikit-learn {__import__('sklearn').__version__}")
     p("")
     p("| shape | threads | workload | Python tdhook (median) | Rust (median) | Python / Rust | Python × fwd | "
-      "Rust × fwd | per-round ratio [min, max] |")
-    p("|---|---|---|---|---|---|---|---|---|")
+      "Rust × fwd | per-round ratio [min, max] | Rust on a rayon worker | Python / that |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["workloads"]:
+        pool = (f"{fmt(r['rp_median'])} ({r['rp_x_fwd']:.3f} × fwd) | {r['ratio_pool']:.2f}" if "rp_median" in r
+                else "– | –")
         p(f"| {r['shape']} | {r['threads']} | {r['workload']} | {fmt(r['py_median'])} | {fmt(r['rs_median'])} | "
           f"**{r['ratio']:.2f}** | {r['py_x_fwd']:.3f} | {r['rs_x_fwd']:.3f} | "
-          f"[{r['round_ratio_min']:.2f}, {r['round_ratio_max']:.2f}] |")
+          f"[{r['round_ratio_min']:.2f}, {r['round_ratio_max']:.2f}] | {pool} |")
     p("")
     if results.get("probes"):
         p("| threads | C | scikit-learn lbfgs, 12 layers one by one | ours, 12 batched | speed-up | ours, one layer "
@@ -457,10 +476,11 @@ def report(results):
     if results.get("rust_cache_vs_forward"):
         p("Rust alone, forward against cache-all-blocks (prepared), interleaved in one process:")
         p("")
-        p("| shape | threads | rounds × iters | forward | cache_all_ctx | ratio | per-round ratio median [min, max] |")
-        p("|---|---|---|---|---|---|---|")
+        p("| shape | threads | runs on | rounds × iters | forward | cache_all_ctx | ratio | "
+          "per-round ratio median [min, max] |")
+        p("|---|---|---|---|---|---|---|---|")
         for r in results["rust_cache_vs_forward"]:
-            p(f"| {r['shape']} | {r['threads']} | {r['rounds']} × {r['iters']} | {fmt(r['a_median'])} | "
+            p(f"| {r['shape']} | {r['threads']} | {r['where']} | {r['rounds']} × {r['iters']} | {fmt(r['a_median'])} | "
               f"{fmt(r['b_median'])} | **{r['ratio']:.4f}** | {r['round_ratio_median']:.4f} "
               f"[{r['round_ratio_min']:.3f}, {r['round_ratio_max']:.3f}] |")
         p("")
@@ -491,6 +511,7 @@ def main():
     ap.add_argument("--workloads", default="", help="comma-separated subset (forward always runs); "
                     "'none' runs no workload")
     ap.add_argument("--no-probes", action="store_true")
+    ap.add_argument("--no-pool", action="store_true", help="skip the tiny model's Rust-on-a-rayon-worker arm")
     ap.add_argument("--ab-rounds", type=int, default=16,
                     help="rounds of Rust forward vs cache_all_ctx interleaved in one process (0: skip)")
     ap.add_argument("--no-memory", action="store_true")
@@ -530,6 +551,9 @@ def main():
         torch.set_num_threads(n)
         log(f"== threads {n}: torch.set_num_threads({n}), RAYON_NUM_THREADS={n}")
         rust = Rust(args.rust_bin, n)
+        # The tiny model also runs with the whole Rust side on a rayon worker (`--in-pool`): there
+        # candle's ops do not hop from the main thread to the pool and back (see BENCHMARKS.md).
+        pool = Rust(args.rust_bin, n, in_pool=True) if "tiny" in shapes and not args.no_pool else None
         try:
             for name in shapes:
                 side = sides[name]
@@ -540,22 +564,30 @@ def main():
                     raise SystemExit(f"{name}: Rust and Python disagree ({chk})")
                 iters = args.iters_tiny if name == "tiny" else args.iters_small
                 warm = max(3, iters // 4) if name == "tiny" else 1
+                side_pool = pool if name == "tiny" else None
+                if side_pool is not None:
+                    side_pool.cmd("load", name, side.dir)
                 if args.workloads != "none":
                     only = [w for w in args.workloads.split(",") if w]
-                    results["workloads"] += bench_workloads(side, rust, n, args.rounds, iters, warm, only)
+                    results["workloads"] += bench_workloads(side, rust, n, args.rounds, iters, warm, only, side_pool)
                 if args.ab_rounds > 0:
                     ab_iters = 40 if name == "tiny" else 2
-                    r = rust.cmd("ab", name, "forward", "cache_all_ctx", args.ab_rounds, ab_iters)
-                    r.update(shape=name, threads=n)
-                    results["rust_cache_vs_forward"].append(r)
-                    log(f"  [{name} N={n}] Rust alone, interleaved: forward {fmt(r['a_median'])}, cache_all_ctx "
-                        f"{fmt(r['b_median'])}: ratio {r['ratio']:.4f} (per round {r['round_ratio_min']:.3f}-"
-                        f"{r['round_ratio_max']:.3f})")
+                    for where, server in (("main thread", rust), ("rayon worker", side_pool)):
+                        if server is None:
+                            continue
+                        r = server.cmd("ab", name, "forward", "cache_all_ctx", args.ab_rounds, ab_iters)
+                        r.update(shape=name, threads=n, where=where)
+                        results["rust_cache_vs_forward"].append(r)
+                        log(f"  [{name} N={n}] Rust alone ({where}), interleaved: forward {fmt(r['a_median'])}, "
+                            f"cache_all_ctx {fmt(r['b_median'])}: ratio {r['ratio']:.4f} (per round "
+                            f"{r['round_ratio_min']:.3f}-{r['round_ratio_max']:.3f})")
             if data is not None:
                 for c in [float(v) for v in args.probe_c.split(",") if v]:
                     results["probes"].append(bench_probes(rust, data, probe_path, n, args.probe_rounds, c))
         finally:
             rust.close()
+            if pool is not None:
+                pool.close()
 
     if not args.no_memory and "gpt2_small" in sides:
         log("== memory (fresh Rust process)")

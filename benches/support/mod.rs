@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each bench binary uses part of this
 
 pub mod plain_gpt2;
+pub mod stats;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
