@@ -71,7 +71,7 @@ impl PlainBlock {
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.c_fc.forward(x)?;
-        let h = h.gelu()?; // `NewGelu` is `xs.gelu()`
+        let h = tdhook_kernels::gelu_tanh(&h)?; // what `NewGelu` runs
         let h = self.mlp_c_proj.forward(&h)?;
         self.mlp_dropout.forward(&h)
     }

@@ -7,6 +7,7 @@
 //! | directional ablation `x −= (x·û)û` | [`ablate_`] | [`ablate`] |
 //! | norm-preserving steering `(x + αv)·‖x‖/‖x + αv‖` | [`norm_preserving_steer_`] | [`norm_preserving_steer`] |
 //!
+//! plus [`gelu_tanh`], GPT-2's activation vectorised on the CPU (the model layers use it),
 //! and batched training of `K` probes on `[K, N, D]` activations:
 //! [`train_logistic_probes`] (L-BFGS, one fused pass over the activations per step for all
 //! probes), [`mean_difference_probes`], [`ridge_probes`].
@@ -39,6 +40,7 @@ mod ablate;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod error;
+mod gelu;
 mod patch;
 mod positions;
 mod probe;
@@ -47,6 +49,7 @@ mod util;
 
 pub use ablate::{ablate, ablate_, norm_preserving_steer, norm_preserving_steer_};
 pub use error::KernelError;
+pub use gelu::gelu_tanh;
 pub use patch::{head_channels, patch, patch_};
 pub use positions::{Positions, Rows};
 pub use probe::{

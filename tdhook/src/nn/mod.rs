@@ -25,13 +25,15 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// GPT-2's `gelu_new` (tanh approximation), as a leaf module (`NewGELUActivation`).
+/// GPT-2's `gelu_new` (tanh approximation), as a leaf module (`NewGELUActivation`). On the CPU
+/// in f32 without gradients it runs the vectorised [`tdhook_kernels::gelu_tanh`]; otherwise
+/// candle's `gelu` (differentiable).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NewGelu;
 
 impl Module for NewGelu {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.gelu()
+        tdhook_kernels::gelu_tanh(xs)
     }
 }
 
