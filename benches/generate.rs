@@ -8,9 +8,11 @@
 //! RAYON_NUM_THREADS=1 cargo bench --bench generate
 //! generate-<hash> --bench --shape tiny --only no_hook 20   # N untimed generations of one arm
 //! ```
-//! `--only ARM N` builds everything, then runs `N` generations of one arm, untimed: under
-//! `valgrind --tool=callgrind` with one thread, `(I(2N) − I(N)) / N` is an arm's instruction
-//! count per generation, free of timing noise (`scripts/bench-generate-count.sh`).
+//! `--only ARM N` builds everything, then runs `N` generations of one arm, untimed (for
+//! profilers). Instruction counts (callgrind, one thread) were tried and do not resolve the arms:
+//! the idle rayon worker's spinning and glibc malloc move a generation's count by ±1 %, in
+//! either direction between identical runs, more than the hooks cost.
+//!
 //! Weights are random plain tensors (not `Var`s, which would switch layers to their
 //! differentiable paths). Each round times `K` generations of every arm back to back, in a
 //! rotating order (`K` so that a block takes ~40 ms). Reported: the median per-generation wall
@@ -270,8 +272,8 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
-        for arm in 1..ARMS.len() {
-            let (r, p) = o.ratio[arm].expect("arms 1.. have ratios");
+        for ((name, ratio), cpu) in ARMS.iter().zip(&o.ratio).zip(&o.cpu_ratio).skip(1) {
+            let Some((r, p)) = ratio else { continue };
             println!(
                 "| {} ({}) | {} × {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | **{r}** | {p} | {:.4} |",
                 o.name,
@@ -282,8 +284,8 @@ fn main() -> Result<()> {
                 o.wall[1] * 1e3,
                 o.wall[2] * 1e3,
                 o.wall[3] * 1e3,
-                ARMS[arm],
-                o.cpu_ratio[arm],
+                name,
+                cpu,
             );
         }
     }

@@ -29,8 +29,8 @@ use candle_core::{D, DType, Device, IndexOp, Tensor};
 use criterion::{BenchmarkId, Criterion};
 use tdhook_kernels::{
     LogisticConfig, Positions, Rows, ablate_, head_channels, logistic_loss_grad,
-    mean_difference_probes, norm_preserving_steer_, patch_, ridge_probes, steer_add, steer_add_,
-    train_logistic_probes,
+    mean_difference_probes, norm_preserving_steer_, patch, patch_, ridge_probes, steer_add,
+    steer_add_, train_logistic_probes,
 };
 
 type Res<T> = candle_core::Result<T>;
@@ -235,6 +235,22 @@ fn activation_groups(c: &mut Criterion, dev: &Device, prefix: &str, shapes: &[Sh
                     1.0,
                 )
                 .unwrap();
+                sync(dev);
+            })
+        });
+        // What ActivationPatching::positions / heads run: a new (differentiable) tensor.
+        g.bench_function(BenchmarkId::new("fused_new", s.name), |bn| {
+            bn.iter(|| {
+                black_box(
+                    patch(
+                        &x,
+                        &src,
+                        &Positions::Range(prange.clone()),
+                        Some(ch.clone()),
+                        1.0,
+                    )
+                    .unwrap(),
+                );
                 sync(dev);
             })
         });

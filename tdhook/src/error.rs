@@ -134,7 +134,7 @@ pub enum Error {
         /// The hook path.
         path: String,
         /// The kernel's error (it names the operand, its shape and what was expected).
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 
     /// A TensorDict operation failed.

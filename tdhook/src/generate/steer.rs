@@ -173,7 +173,7 @@ impl BatchSteering {
                 let steered = tdhook_kernels::steer_add(out, &table, 1.0, &positions, &rows)
                     .map_err(|e| Error::Kernel {
                         path: ev.path.to_string(),
-                        source: e,
+                        source: Box::new(e),
                     })?;
                 Ok(Some(steered))
             })?;

@@ -236,7 +236,7 @@ impl ActivationPatching {
                     tdhook_kernels::patch(t, clean, &r.positions, r.channels.clone(), r.alpha)
                         .map_err(|e| Error::Kernel {
                             path: ev.path.to_string(),
-                            source: e,
+                            source: Box::new(e),
                         })?
                 }
             };

@@ -10,10 +10,9 @@ use crate::hookset::{HookEvent, HookSet};
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tdhook_kernels::{Positions, Rows};
 
 /// `steer_fn(path, output) -> new output` (same shape).
 pub type SteerFn = dyn Fn(&str, &Tensor) -> Result<Tensor> + Send + Sync;
@@ -108,19 +107,9 @@ fn add_vector(out: &Tensor, v: &Tensor, path: &str) -> Result<Tensor> {
             got: vd.to_vec(),
         });
     }
-    // A `[D]` vector on a float activation: the fused steer-add kernel (one pass, one new
-    // tensor, differentiable); `[T, D]` vectors and other dtypes: candle's broadcast add.
-    let fused = vd.len() == 1
-        && od.len() >= 2
-        && matches!(out.dtype(), DType::F32 | DType::F16 | DType::BF16);
-    if fused {
-        return tdhook_kernels::steer_add(out, v, 1.0, &Positions::All, &Rows::All).map_err(|e| {
-            Error::Kernel {
-                path: path.to_string(),
-                source: e,
-            }
-        });
-    }
+    // One broadcast add is already a single pass over the activation: the fused steer-add
+    // kernel measured no faster here (0.80× on [4, 16, 64], 0.92× on [8, 128, 768];
+    // BENCHMARKS.md). It pays for per-row vectors and position subsets (`BatchSteering`).
     Ok(out.broadcast_add(&v.to_dtype(out.dtype())?)?)
 }
 

@@ -316,7 +316,7 @@ impl BatchedProbes {
             let n = x.dim(1)?;
             let (probes, reports) = match est {
                 BatchedEstimator::Logistic { c, tol, max_iter } => {
-                    if !(*c > 0.0) {
+                    if c.is_nan() || *c <= 0.0 {
                         return Err(Error::Invalid(format!(
                             "{}: C must be > 0, got {c}",
                             est.name()
@@ -363,7 +363,7 @@ impl BatchedProbes {
                 .map(|k| k.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            source: e,
+            source: Box::new(e),
         }
     }
 
