@@ -132,9 +132,9 @@ impl ActivationPatching {
         self
     }
 
-    /// Patch only attention heads `heads` of a `[.., T, H·head_dim]` output (e.g.
-    /// `attn.c_attn`'s query block or the input of `attn.c_proj`): channels
-    /// `heads.start·head_dim .. heads.end·head_dim`.
+    /// Patch only attention heads `heads` of an output whose last dim holds the heads one after
+    /// another, `head_dim` wide each (e.g. GPT-2's `attn.c_attn`, whose first third is the
+    /// queries): channels `heads.start·head_dim .. heads.end·head_dim`.
     pub fn heads(self, heads: Range<usize>, head_dim: usize) -> Self {
         self.channels(tdhook_kernels::head_channels(heads, head_dim))
     }
