@@ -40,8 +40,8 @@ pub enum BatchedEstimator {
 }
 
 impl BatchedEstimator {
-    /// [`BatchedEstimator::Logistic`] with scikit-learn's defaults for `tol` and `max_iter`
-    /// (1e-4, 100) — except `max_iter`, 500 here, as L-BFGS on raw activations may need more.
+    /// [`BatchedEstimator::Logistic`] with scikit-learn's `tol` (1e-4) and `max_iter` 500
+    /// (scikit-learn's 100 is often too few for L-BFGS on raw activations).
     pub fn logistic(c: f64) -> Self {
         BatchedEstimator::Logistic {
             c,
