@@ -3,7 +3,7 @@
 //! (L-BFGS logistic regression with one fused pass over the activations per step, or the
 //! mean-difference / ridge closed forms), instead of `K` separate fits.
 
-use super::manager::{PreprocessFn, flatten_features};
+use super::manager::{PreprocessFn, check_new_result, flatten_features, metrics_dict};
 use super::metrics::MetricsFn;
 use super::{LABELS, Probe, ProbeExtras, ProbeFactory, STEP_TYPE, StepType};
 use crate::error::{Error, Result};
@@ -387,22 +387,14 @@ impl BatchedProbes {
         predictions: &Tensor,
         labels: &Tensor,
     ) -> Result<()> {
-        let result_key = (phase.as_str(), key);
         {
             let state = self.state();
-            if state.results.contains(result_key) && !state.overwrite_results {
-                return Err(Error::ResultExists {
-                    phase: phase.as_str(),
-                    key: key.to_string(),
-                });
-            }
+            check_new_result(&state.results, state.overwrite_results, phase, key)?;
         }
-        let metrics = (self.shared.compute_metrics)(predictions, labels)?;
-        let mut result = TensorDict::unbatched();
-        for (name, value) in metrics {
-            result.insert(name.as_str(), Tensor::new(value, &Device::Cpu)?)?;
-        }
-        self.state().results.insert_dict(result_key, result)?;
+        let result = metrics_dict((self.shared.compute_metrics)(predictions, labels)?)?;
+        self.state()
+            .results
+            .insert_dict((phase.as_str(), key), result)?;
         Ok(())
     }
 }

@@ -375,24 +375,39 @@ fn record_result<E>(
     predictions: &Tensor,
     labels: &Tensor,
 ) -> Result<TensorDict> {
-    let result_key = (phase.as_str(), key);
     {
         let state = lock(&shared.state);
-        if state.results.contains(result_key) && !state.overwrite_results {
-            return Err(Error::ResultExists {
-                phase: phase.as_str(),
-                key: key.to_string(),
-            });
-        }
+        check_new_result(&state.results, state.overwrite_results, phase, key)?;
     }
-    let metrics = (shared.compute_metrics)(predictions, labels)?;
+    let result = metrics_dict((shared.compute_metrics)(predictions, labels)?)?;
+    lock(&shared.state)
+        .results
+        .insert_dict((phase.as_str(), key), result.clone())?;
+    Ok(result)
+}
+
+/// Recording `(phase, key)` again is an error unless results may be overwritten.
+pub(super) fn check_new_result(
+    results: &TensorDict,
+    overwrite: bool,
+    phase: StepType,
+    key: &str,
+) -> Result<()> {
+    if results.contains((phase.as_str(), key)) && !overwrite {
+        return Err(Error::ResultExists {
+            phase: phase.as_str(),
+            key: key.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Metrics as a dict of 0-d `f64` tensors (what the results hold per phase and key).
+pub(super) fn metrics_dict(metrics: Vec<(String, f64)>) -> Result<TensorDict> {
     let mut result = TensorDict::unbatched();
     for (name, value) in metrics {
         result.insert(name.as_str(), Tensor::new(value, &Device::Cpu)?)?;
     }
-    lock(&shared.state)
-        .results
-        .insert_dict(result_key, result.clone())?;
     Ok(result)
 }
 
