@@ -299,21 +299,14 @@ fn region_patching_with_a_per_row_mask() -> tdhook::Result<()> {
         .prepare(&m)?;
     let mut by_hand = ActivationPatching::new(["transformer.h.0"])
         .patch_fn(|_, out, clean| {
-            let r0 = patch_by_hand(
-                &out.narrow(0, 0, 1)?,
-                &clean.narrow(0, 0, 1)?,
-                3..4,
-                0..64,
-                1.0,
-            )?;
-            let r1 = patch_by_hand(
-                &out.narrow(0, 1, 1)?,
-                &clean.narrow(0, 1, 1)?,
-                1..2,
-                0..64,
-                1.0,
-            )?;
-            Ok(Some(Tensor::cat(&[r0, r1], 0)?))
+            let rows = [(0, 3..4), (1, 1..2)]
+                .into_iter()
+                .map(|(row, pos)| {
+                    let (o, c) = (out.narrow(0, row, 1)?, clean.narrow(0, row, 1)?);
+                    patch_by_hand(&o, &c, pos, 0..64, 1.0)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Ok(Some(Tensor::cat(&rows, 0)?))
         })
         .prepare(&m)?;
     let (_, p1) = kernel.patch(&clean, &corrupted)?;
