@@ -31,8 +31,10 @@
 //! `transformer\.h\.\d+`), `patch_one_*` (block 0, two passes), `steer_one_*` (block 0,
 //! `out + v`), `add_one_*` (ActivationAddition at block 0, two passes).
 //!
-//! Threads: candle's CPU kernels and the probe trainer use `RAYON_NUM_THREADS`. `--in-pool`
-//! (with any mode) runs everything on a rayon worker thread instead of the main thread.
+//! Threads: candle's CPU kernels and the probe trainer use `RAYON_NUM_THREADS`. By default the
+//! main thread joins rayon's pool first (`tdhook::threads::use_current_thread`, the setup
+//! README recommends); `--default-pool` (with any mode) skips that, so every parallel candle op
+//! is handed from the main thread to a worker; `--in-pool` runs everything on a rayon worker.
 //! Under `cargo test --benches` (no `--bench` argument) it runs the standalone mode on the random
 //! tiny model, one iteration per workload.
 
@@ -147,10 +149,20 @@ fn steering(v: &Tensor) -> SteeringVectors {
     SteeringVectors::new([ONE], move |_, out| Ok(out.broadcast_add(&v)?))
 }
 
+struct Factories {
+    caching: ActivationCaching,
+    patching: ActivationPatching,
+    steering: SteeringVectors,
+    addition: ActivationAddition,
+}
+
 /// One model, its inputs and the methods prepared once (the `_ctx` workloads).
 struct Bench {
     model: &'static Gpt2,
     inputs: Inputs,
+    /// The methods, built once: `_whole` prepares them again every iteration, as Python's
+    /// `with factory.prepare(model) as hm:` does with a factory it built once.
+    factories: Factories,
     caching: PreparedCaching<'static, Gpt2>,
     patching: PreparedPatching<'static, Gpt2>,
     steering: PreparedSteering<'static, Gpt2>,
@@ -161,12 +173,19 @@ impl Bench {
     fn new(model: Gpt2, inputs: Inputs) -> Result<Self> {
         // Leaked on purpose: the prepared methods borrow the model for the life of the process.
         let model: &'static Gpt2 = Box::leak(Box::new(model));
+        let factories = Factories {
+            caching: ActivationCaching::new(BLOCKS),
+            patching: ActivationPatching::new([ONE]),
+            steering: steering(&inputs.steer_v),
+            addition: ActivationAddition::new([ONE]),
+        };
         Ok(Self {
             model,
-            caching: ActivationCaching::new(BLOCKS).prepare(model)?,
-            patching: ActivationPatching::new([ONE]).prepare(model)?,
-            steering: steering(&inputs.steer_v).prepare(model)?,
-            addition: ActivationAddition::new([ONE]).prepare(model)?,
+            caching: factories.caching.prepare(model)?,
+            patching: factories.patching.prepare(model)?,
+            steering: factories.steering.prepare(model)?,
+            addition: factories.addition.prepare(model)?,
+            factories,
             inputs,
         })
     }
@@ -175,6 +194,7 @@ impl Bench {
     fn run(&mut self, workload: &str) -> Result<TensorDict> {
         let m = self.model;
         let i = &self.inputs;
+        let f = &self.factories;
         Ok(match workload {
             "forward" => {
                 let mut td = TensorDict::new([i.batch()]);
@@ -182,19 +202,13 @@ impl Bench {
                 td
             }
             "cache_all_ctx" => self.caching.run(&i.td_plain()?)?,
-            "cache_all_whole" => ActivationCaching::new(BLOCKS)
-                .prepare(m)?
-                .run(&i.td_plain()?)?,
+            "cache_all_whole" => f.caching.prepare(m)?.run(&i.td_plain()?)?,
             "patch_one_ctx" => self.patching.run(&i.td_patch()?)?,
-            "patch_one_whole" => ActivationPatching::new([ONE])
-                .prepare(m)?
-                .run(&i.td_patch()?)?,
+            "patch_one_whole" => f.patching.prepare(m)?.run(&i.td_patch()?)?,
             "steer_one_ctx" => self.steering.run(&i.td_plain()?)?,
-            "steer_one_whole" => steering(&i.steer_v).prepare(m)?.run(&i.td_plain()?)?,
+            "steer_one_whole" => f.steering.prepare(m)?.run(&i.td_plain()?)?,
             "add_one_ctx" => self.addition.run(&i.td_add()?)?,
-            "add_one_whole" => ActivationAddition::new([ONE])
-                .prepare(m)?
-                .run(&i.td_add()?)?,
+            "add_one_whole" => f.addition.prepare(m)?.run(&i.td_add()?)?,
             other => bail!("unknown workload `{other}` (one of {WORKLOADS:?})"),
         })
     }
@@ -603,6 +617,17 @@ fn main() -> Result<()> {
         // instead of being injected into the pool from outside and waited for (BENCHMARKS.md).
         let rest: Vec<String> = args.into_iter().filter(|a| a != "--in-pool").collect();
         return rayon::scope(move |_| run(rest));
+    }
+    if args.iter().any(|a| a == "--default-pool") {
+        // The main thread outside rayon's pool: every parallel candle op is handed over to a
+        // worker and waited for (what a program that skips `use_current_thread` gets).
+        let rest: Vec<String> = args.into_iter().filter(|a| a != "--default-pool").collect();
+        return run(rest);
+    }
+    // The setup README recommends: the main thread joins rayon's pool, so candle's ops run on
+    // it (RAYON_NUM_THREADS sets the pool's size).
+    if let Err(e) = tdhook::threads::use_current_thread(None) {
+        eprintln!("compare: {e}");
     }
     run(args)
 }

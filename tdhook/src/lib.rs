@@ -73,6 +73,7 @@ pub mod nn;
 pub mod points;
 pub mod select;
 pub mod tensordict;
+pub mod threads;
 
 pub use error::{Error, Result};
 pub use grad::{GradFn, GradRecord};

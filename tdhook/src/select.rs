@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::hookable::{HookPath, PointKind};
 use crate::points::HookPointInfo;
+use std::sync::OnceLock;
 
 /// How a [`Selector`] names points.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +32,38 @@ pub struct Selector {
     pub classes_to_hook: Vec<String>,
     /// Drop points of these classes.
     pub classes_to_skip: Vec<String>,
+    /// The compiled regex, kept so preparing a method again (`prepare` per request) does not
+    /// recompile it. Tagged with its source text: `pattern` is public and may change.
+    compiled: CompiledRegex,
+}
+
+/// A lazily compiled full-match regex and the pattern it came from; ignored by `==`.
+#[derive(Clone, Debug, Default)]
+struct CompiledRegex(OnceLock<(String, regex::Regex)>);
+
+impl PartialEq for CompiledRegex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledRegex {}
+
+impl CompiledRegex {
+    /// The full-match regex for `pat`, compiled on first use.
+    fn get(&self, pat: &str) -> Result<regex::Regex> {
+        if let Some((src, re)) = self.0.get()
+            && src == pat
+        {
+            return Ok(re.clone());
+        }
+        let re = regex::Regex::new(&format!("^(?:{pat})$")).map_err(|source| Error::BadPattern {
+            pattern: pat.to_string(),
+            source,
+        })?;
+        let _ = self.0.set((pat.to_string(), re.clone()));
+        Ok(re)
+    }
 }
 
 impl Selector {
@@ -49,6 +82,7 @@ impl Selector {
             pattern,
             classes_to_hook: vec![],
             classes_to_skip: vec![],
+            compiled: CompiledRegex::default(),
         }
     }
 
@@ -92,12 +126,7 @@ impl Selector {
                 .filter(|&i| class_ok(&points[i]))
                 .collect(),
             Pattern::Regex(pat) => {
-                let re = regex::Regex::new(&format!("^(?:{pat})$")).map_err(|source| {
-                    Error::BadPattern {
-                        pattern: pat.clone(),
-                        source,
-                    }
-                })?;
+                let re = self.compiled.get(pat)?;
                 points
                     .iter()
                     .enumerate()
