@@ -198,9 +198,9 @@ class Side:
 
 
 class Rust:
-    def __init__(self, binary, threads, in_pool=False):
+    def __init__(self, binary, threads, default_pool=False):
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-        argv = [binary, "--serve"] + (["--in-pool"] if in_pool else [])
+        argv = [binary, "--serve"] + (["--default-pool"] if default_pool else [])
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
         hello = self.read()
         assert hello.get("ready"), hello
@@ -247,7 +247,7 @@ PAUSE = 0.05  # let the other side's worker threads go to sleep before timing
 
 
 def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None, pool=None):
-    """Alternates Python ("py"), Rust ("rs") and, if given, Rust run on a rayon worker ("rp")."""
+    """Alternates Python ("py"), Rust ("rs") and, if given, Rust with its main thread outside rayon's pool ("rp")."""
     rows = []
     for workload, passes in WORKLOADS:
         if only and workload not in only and workload != "forward":
@@ -288,7 +288,7 @@ def bench_workloads(side, rust, threads, rounds, iters, warmup, only=None, pool=
         rows.append(row)
         log(f"  [{side.name} N={threads}] {workload:17s} python {fmt(row['py_median'])}  rust {fmt(row['rs_median'])}"
             f"  python/rust {row['ratio']:.2f} (rounds {min(round_ratios):.2f}-{max(round_ratios):.2f})"
-            + (f"; rust on a rayon worker {fmt(row['rp_median'])}, python/that {row['ratio_pool']:.2f}" if rp else ""))
+            + (f"; rust outside the pool {fmt(row['rp_median'])}, python/that {row['ratio_pool']:.2f}" if rp else ""))
     if not rows:
         return rows
     fwd = next(r for r in rows if r["workload"] == "forward")
@@ -452,7 +452,7 @@ def report(results):
       f"scikit-learn {__import__('sklearn').__version__}")
     p("")
     p("| shape | threads | workload | Python tdhook (median) | Rust (median) | Python / Rust | Python × fwd | "
-      "Rust × fwd | per-round ratio [min, max] | Rust on a rayon worker | Python / that |")
+      "Rust × fwd | per-round ratio [min, max] | Rust, main thread outside the pool | Python / that |")
     p("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["workloads"]:
         pool = (f"{fmt(r['rp_median'])} ({r['rp_x_fwd']:.3f} × fwd) | {r['ratio_pool']:.2f}" if "rp_median" in r
@@ -511,7 +511,7 @@ def main():
     ap.add_argument("--workloads", default="", help="comma-separated subset (forward always runs); "
                     "'none' runs no workload")
     ap.add_argument("--no-probes", action="store_true")
-    ap.add_argument("--no-pool", action="store_true", help="skip the tiny model's Rust-on-a-rayon-worker arm")
+    ap.add_argument("--no-pool", action="store_true", help="skip the tiny model's Rust-outside-the-pool arm")
     ap.add_argument("--ab-rounds", type=int, default=16,
                     help="rounds of Rust forward vs cache_all_ctx interleaved in one process (0: skip)")
     ap.add_argument("--no-memory", action="store_true")
@@ -551,9 +551,10 @@ def main():
         torch.set_num_threads(n)
         log(f"== threads {n}: torch.set_num_threads({n}), RAYON_NUM_THREADS={n}")
         rust = Rust(args.rust_bin, n)
-        # The tiny model also runs with the whole Rust side on a rayon worker (`--in-pool`): there
-        # candle's ops do not hop from the main thread to the pool and back (see BENCHMARKS.md).
-        pool = Rust(args.rust_bin, n, in_pool=True) if "tiny" in shapes and not args.no_pool else None
+        # The Rust side's main thread joins rayon's pool (tdhook::threads::use_current_thread, as
+        # README recommends). For the tiny model a second Rust process skips that
+        # (`--default-pool`): every candle op then hops from the main thread to the pool and back.
+        pool = Rust(args.rust_bin, n, default_pool=True) if "tiny" in shapes and not args.no_pool else None
         try:
             for name in shapes:
                 side = sides[name]
@@ -572,7 +573,7 @@ def main():
                     results["workloads"] += bench_workloads(side, rust, n, args.rounds, iters, warm, only, side_pool)
                 if args.ab_rounds > 0:
                     ab_iters = 40 if name == "tiny" else 2
-                    for where, server in (("main thread", rust), ("rayon worker", side_pool)):
+                    for where, server in (("main thread in the pool", rust), ("main thread outside the pool", side_pool)):
                         if server is None:
                             continue
                         r = server.cmd("ab", name, "forward", "cache_all_ctx", args.ab_rounds, ab_iters)

@@ -109,7 +109,7 @@ fn gelu1(x: f32) -> f32 {
 /// `2^n` from the exponent bits), within ~2 ulps on `[−87, 88]` and clamped outside. NaN in,
 /// NaN out.
 #[inline(always)]
-fn exp_approx(t: f32) -> f32 {
+pub(crate) fn exp_approx(t: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

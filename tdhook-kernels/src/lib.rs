@@ -41,21 +41,27 @@ mod ablate;
 mod cuda;
 mod error;
 mod gelu;
+mod layer_norm;
+mod linear;
 mod patch;
 mod positions;
 mod probe;
+mod softmax;
 mod steer;
 mod util;
 
 pub use ablate::{ablate, ablate_, norm_preserving_steer, norm_preserving_steer_};
 pub use error::KernelError;
 pub use gelu::gelu_tanh;
+pub use layer_norm::layer_norm;
+pub use linear::linear_bias;
 pub use patch::{head_channels, patch, patch_};
 pub use positions::{Positions, Rows};
 pub use probe::{
     LinearProbes, LogisticConfig, LogisticFit, logistic_loss_grad, mean_difference_probes,
     ridge_probes, train_logistic_probes,
 };
+pub use softmax::softmax_last_dim;
 pub use steer::{steer_add, steer_add_};
 
 /// Whether this build has the CUDA kernels (the `cuda` feature).

@@ -57,10 +57,11 @@ impl CompiledRegex {
         {
             return Ok(re.clone());
         }
-        let re = regex::Regex::new(&format!("^(?:{pat})$")).map_err(|source| Error::BadPattern {
-            pattern: pat.to_string(),
-            source,
-        })?;
+        let re =
+            regex::Regex::new(&format!("^(?:{pat})$")).map_err(|source| Error::BadPattern {
+                pattern: pat.to_string(),
+                source,
+            })?;
         let _ = self.0.set((pat.to_string(), re.clone()));
         Ok(re)
     }

@@ -37,8 +37,7 @@ impl Module for Conv1D {
         let last = out_dims.len() - 1;
         out_dims[last] = n_out;
         let flat = x.reshape(((), n_in))?;
-        flat.matmul(&self.weight)?
-            .broadcast_add(&self.bias)?
-            .reshape(out_dims)
+        // One gemm into the bias rows on the CPU (f32, no gradients); matmul + add otherwise.
+        tdhook_kernels::linear_bias(&flat, &self.weight, &self.bias)?.reshape(out_dims)
     }
 }

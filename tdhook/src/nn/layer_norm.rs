@@ -49,7 +49,17 @@ impl Module for LayerNorm {
         if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             self.forward_slow(x)
         } else {
-            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+            // Vectorised on the CPU in f32 (tdhook_kernels); candle-nn's fused op elsewhere.
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                tdhook_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
+            } else {
+                candle_nn::ops::layer_norm(
+                    &x.contiguous()?,
+                    &self.weight,
+                    &self.bias,
+                    self.eps as f32,
+                )
+            }
         }
     }
 }

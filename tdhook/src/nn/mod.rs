@@ -16,10 +16,14 @@ pub use rms_norm::RmsNorm;
 use crate::hookable::{HasPath, HookPath, Hookable, Visitor};
 use candle_core::{D, Module, Result, Tensor};
 
-/// Softmax over the last dim: fused when no gradient can flow, differentiable when one can.
+/// Softmax over the last dim: fused when no gradient can flow (on the CPU in f32 the
+/// vectorised [`tdhook_kernels::softmax_last_dim`], elsewhere candle-nn's), differentiable when
+/// one can.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         candle_nn::ops::softmax(x, D::Minus1)
+    } else if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        tdhook_kernels::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
