@@ -371,11 +371,7 @@ impl Gpt2 {
             reason: format!("not a GPT-2 config: {e}"),
         })?;
         let weights_path = dir.join("model.safetensors");
-        let tensors =
-            candle_core::safetensors::load(&weights_path, device).map_err(|e| Error::Load {
-                path: weights_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let tensors = super::load_safetensors(&weights_path, device)?;
         Self::from_tensors(config, tensors, device)
     }
 

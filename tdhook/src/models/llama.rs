@@ -804,7 +804,7 @@ pub fn read_weights(dir: impl AsRef<Path>, device: &Device) -> Result<HashMap<St
     let dir = dir.as_ref();
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return candle_core::safetensors::load(&single, device).map_err(|e| load_err(&single, e));
+        return super::load_safetensors(&single, device);
     }
     let index_path = dir.join("model.safetensors.index.json");
     let text = std::fs::read_to_string(&index_path).map_err(|_| {
@@ -824,8 +824,7 @@ pub fn read_weights(dir: impl AsRef<Path>, device: &Device) -> Result<HashMap<St
     let mut tensors = HashMap::new();
     for shard in shards {
         let path = dir.join(shard);
-        tensors
-            .extend(candle_core::safetensors::load(&path, device).map_err(|e| load_err(&path, e))?);
+        tensors.extend(super::load_safetensors(&path, device)?);
     }
     if let Some(missing) = map.keys().find(|k| !tensors.contains_key(k.as_str())) {
         return Err(load_err(

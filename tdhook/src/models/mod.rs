@@ -3,3 +3,6 @@
 pub mod gpt2;
 pub mod kv;
 pub mod llama;
+mod safetensors_file;
+
+pub use safetensors_file::load_safetensors;
