@@ -94,6 +94,10 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // candle's parallel CPU ops then run on this thread instead of being handed to a worker.
+    if let Err(e) = tdhook::threads::use_current_thread(None) {
+        eprintln!("note: {e}");
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Tour {
         out: PathBuf::from("out/tour"),

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::hookable::{HookPath, PointKind};
 use crate::points::HookPointInfo;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// How a [`Selector`] names points.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,9 +37,10 @@ pub struct Selector {
     compiled: CompiledRegex,
 }
 
-/// A lazily compiled full-match regex and the pattern it came from; ignored by `==`.
+/// A lazily compiled full-match regex and the pattern it came from; ignored by `==`. Clones
+/// share it (methods resolve clones of their selectors).
 #[derive(Clone, Debug, Default)]
-struct CompiledRegex(OnceLock<(String, regex::Regex)>);
+struct CompiledRegex(Arc<OnceLock<(String, regex::Regex)>>);
 
 impl PartialEq for CompiledRegex {
     fn eq(&self, _: &Self) -> bool {
@@ -205,5 +206,38 @@ impl From<HookPath> for Selector {
 impl From<&HookPath> for Selector {
     fn from(p: &HookPath) -> Self {
         Selector::exact(p.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(paths: &[&str]) -> Vec<HookPointInfo> {
+        paths
+            .iter()
+            .map(|p| HookPointInfo {
+                path: p.to_string(),
+                class: "Linear",
+                kind: PointKind::Module,
+                route: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cached_regex_follows_the_pattern_and_is_shared_by_clones() -> Result<()> {
+        let points = table(&["h.0", "h.1", "h.10"]);
+        let mut sel = Selector::regex(r"h\.1");
+        let copy = sel.clone();
+        assert_eq!(copy.resolve(&points)?, [1]); // compiles into the shared cache
+        assert_eq!(sel.resolve(&points)?, [1]);
+        // `pattern` is public: a changed pattern is compiled afresh, not served from the cache.
+        sel.pattern = Pattern::Regex(r"h\.1\d*".into());
+        assert_eq!(sel.resolve(&points)?, [1, 2]);
+        assert_eq!(copy.resolve(&points)?, [1]);
+        let bad = Selector::regex("h.(").resolve(&points).unwrap_err();
+        assert!(matches!(bad, Error::BadPattern { .. }), "{bad}");
+        Ok(())
     }
 }
