@@ -4,12 +4,13 @@
 //! `L(w, b) = (1/N) Σ_n [log(1 + e^{z_n}) − y_n z_n] + (λ/2)‖w‖²`, `z_n = w·x_n + b`.
 //! (scikit-learn's `LogisticRegression(C)` is the same problem with `λ = 1/(C·N)`.)
 //!
-//! Solver: L-BFGS per probe with Armijo backtracking (quadratic interpolation), all probes
-//! in lockstep: every round evaluates the loss and gradient of every still-active probe at
-//! its trial point in ONE fused pass over the activations (per row: the logit, then the
-//! row's contribution to the gradient while the row is in cache), on the CPU with rayon over
-//! fixed chunks of rows (reduced in a fixed order, so results do not depend on the thread
-//! count), on CUDA with one kernel. Converged probes drop out of the pass.
+//! Solver: L-BFGS per probe with Armijo backtracking (quadratic interpolation). Every step
+//! evaluates loss and gradient in ONE fused pass over the activations (per row: the logit,
+//! then the row's contribution to the gradient while the row is in cache). On CUDA all
+//! probes run in lockstep, one kernel per step for every still-active probe; on the CPU the
+//! probes run one after another (one probe's activations stay in cache between passes), each
+//! pass split by rayon over fixed chunks of rows reduced in a fixed order, so results do not
+//! depend on the thread count.
 
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -77,7 +78,8 @@ pub struct LogisticFit {
     pub iterations: Vec<usize>,
     /// Whether each probe met `tol`.
     pub converged: Vec<bool>,
-    /// Fused passes over the activations (loss+gradient evaluations, all probes together).
+    /// Loss-and-gradient passes: on a GPU, fused passes over all probes together (lockstep);
+    /// on the CPU, where probes train one after another, the most any probe needed.
     pub passes: usize,
 }
 
@@ -452,7 +454,17 @@ pub fn train_logistic_probes(
     }
     let y = host_labels(OP, labels, n)?;
     let device = x.device().clone();
-    let res = with_evaluator(OP, x, &y, |ev| lbfgs(ev, k, n, d, cfg))?;
+    let res = if x.device().is_cpu() && k > 1 {
+        // On the CPU the probes train one after another: a pass over one probe's activations
+        // stays in cache, a lockstep pass over all K does not (measured: 2x slower at K = 12,
+        // N = 2000, D = 768). Each probe's arithmetic is the same either way.
+        let parts = (0..k)
+            .map(|kk| with_evaluator(OP, &x.narrow(0, kk, 1)?, &y, |ev| lbfgs(ev, 1, n, d, cfg)))
+            .collect::<Result<Vec<_>>>()?;
+        LbfgsResult::concat(parts)
+    } else {
+        with_evaluator(OP, x, &y, |ev| lbfgs(ev, k, n, d, cfg))?
+    };
     let dp = d + 1;
     let w: Vec<f32> = (0..k)
         .flat_map(|kk| res.theta[kk * dp..kk * dp + d].iter().map(|&v| v as f32))
@@ -595,6 +607,29 @@ pub(crate) struct LbfgsResult {
     pub iters: Vec<usize>,
     pub converged: Vec<bool>,
     pub passes: usize,
+}
+
+impl LbfgsResult {
+    /// Results of probes trained separately, in order; `passes` is the largest count.
+    fn concat(parts: Vec<LbfgsResult>) -> Self {
+        let mut all = LbfgsResult {
+            theta: vec![],
+            f: vec![],
+            gnorm: vec![],
+            iters: vec![],
+            converged: vec![],
+            passes: 0,
+        };
+        for p in parts {
+            all.theta.extend(p.theta);
+            all.f.extend(p.f);
+            all.gnorm.extend(p.gnorm);
+            all.iters.extend(p.iters);
+            all.converged.extend(p.converged);
+            all.passes = all.passes.max(p.passes);
+        }
+        all
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
