@@ -56,10 +56,9 @@ impl CustomOp1 for SoftmaxLastDim {
         };
         let dim = layout.dims().last().copied().unwrap_or(1);
         let mut out = data[start..end].to_vec();
-        if dim > 0 {
+        if let Some(rows_per_task) = (PAR_MIN / 4).checked_div(dim) {
             if out.len() >= PAR_MIN {
-                let rows_per_task = (PAR_MIN / 4 / dim).max(1);
-                out.par_chunks_mut(rows_per_task * dim)
+                out.par_chunks_mut(rows_per_task.max(1) * dim)
                     .for_each(|rows| softmax_rows(rows, dim));
             } else {
                 softmax_rows(&mut out, dim);
