@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// pool of one thread therefore runs work queued from *other* threads only when this one next
 /// does parallel work: with other threads using rayon, keep `threads >= 2`.
 ///
-/// ```
+/// ```standalone_crate
 /// // At the start of `main`, before any candle op:
 /// match tdhook::threads::use_current_thread(None) {
 ///     Ok(()) => assert_eq!(rayon::current_thread_index(), Some(0)),
