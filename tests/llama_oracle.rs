@@ -284,6 +284,27 @@ fn bf16_weights_stay_close_to_f32() -> tdhook::Result<()> {
     Ok(())
 }
 
+/// f16 overflows −1e30 (the generation mask's floor for disallowed keys) to −inf: a padding
+/// query row, allowed nothing, then softmaxes into NaN, and the NaN spreads through the pads'
+/// values into every row. The scores are masked in f32, so a left-padded f16 batch decodes
+/// as each row alone does.
+#[test]
+fn f16_left_padded_batch_equals_each_row_alone() -> tdhook::Result<()> {
+    use tdhook::generate::{GenerateOptions, generate};
+    let model = Llama::load_with_dtype(oracle_dir(DIR), DType::F16, &Device::Cpu)?;
+    let prompts = vec![vec![5u32, 17, 42, 8, 9], vec![33]];
+    let opts = GenerateOptions {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    let batched = generate(&model, &prompts, &opts, None)?;
+    for (p, row) in prompts.iter().zip(&batched) {
+        let alone = generate(&model, std::slice::from_ref(p), &opts, None)?;
+        assert_eq!(row, &alone[0], "prompt {p:?}");
+    }
+    Ok(())
+}
+
 // ---- Python tdhook 0.3.0 on the same model (tests/oracle/llama_tiny/tdhook_*.safetensors) ----
 
 /// The fixture's `in/<a>/<b>` tensors as a TensorDict (tdhook's `input_ids` / `logits` are

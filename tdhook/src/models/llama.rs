@@ -465,13 +465,16 @@ impl Attention {
         }
         let k = repeat_kv(k, nh / nkv)?;
         let v = repeat_kv(v, nh / nkv)?;
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+        // HF: softmax in f32, then back to the query dtype. The mask is added in f32 too (HF adds
+        // it in the query dtype): allowed keys add 0, so their scores are the same either way,
+        // and the generation mask's −1e30 floor stays finite instead of overflowing f16 to
+        // −inf (a padding row, allowed nothing, would softmax into NaN).
+        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?.to_dtype(DType::F32)?;
         let scores = match mask {
-            Some(m) => scores.broadcast_add(&m.to_dtype(scores.dtype())?)?,
+            Some(m) => scores.broadcast_add(&m.to_dtype(DType::F32)?)?,
             None => scores,
         };
-        // HF: softmax in f32, then back to the query dtype.
-        let pattern = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+        let pattern = softmax_last_dim(&scores)?.to_dtype(q.dtype())?;
         let pattern = hook!(hx, self.hook_pattern(&pattern))?;
         let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?;
         let z = hook!(hx, self.hook_z(&z))?;
