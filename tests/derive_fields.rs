@@ -282,6 +282,74 @@ fn nested_vec_gives_nested_list_points() {
     assert_eq!(Grid::path().blocks(0, 0).down().as_str(), "blocks.0.0.down");
 }
 
+impl Grid {
+    /// Every element of both lists of lists, in order, through the nested `hook!` forms.
+    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+        let mut x = x.clone();
+        for i in 0..self.rows.len() {
+            for j in 0..self.rows[i].len() {
+                x = hook!(hx, self.rows[i][j](&x))?;
+            }
+        }
+        for i in 0..self.blocks.len() {
+            for j in 0..self.blocks[i].len() {
+                x = hook!(hx, self.blocks[i][j].forward(&x))?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+#[test]
+fn hook_indexes_lists_of_lists() -> tdhook::Result<()> {
+    let m = Grid {
+        rows: vec![vec![lin(0), lin(1)], vec![], vec![lin(2)]],
+        blocks: vec![vec![Mlp::new(3), Mlp::new(4)]],
+    };
+    let x = input();
+    let mut plain = x.clone();
+    for l in m.rows.iter().flatten() {
+        plain = l.forward(&plain)?;
+    }
+    for b in m.blocks.iter().flatten() {
+        plain = b.down.forward(&b.up.forward(&plain)?.relu()?)?;
+    }
+    assert_eq!(vec2(&m.forward(&x, &mut Hx::none())?), vec2(&plain));
+
+    let mut seen = Vec::new();
+    let mut hooks = HookSet::new(&m);
+    hooks.read(
+        r"rows\.\d+\.\d+|blocks\.0\.1(\.down)?",
+        Direction::Fwd,
+        |ev, _| {
+            seen.push(ev.path.to_string());
+            Ok(())
+        },
+    )?;
+    // Zero the output of rows.2.0: everything after it sees zeros.
+    hooks.add(r"rows\.2\.0", Direction::Fwd, |_, t| {
+        Ok(Some(t.zeros_like()?))
+    })?;
+    let y = hooks.run(|hx| m.forward(&x, hx))?;
+    drop(hooks);
+    assert_eq!(
+        seen,
+        [
+            "rows.0.0",
+            "rows.0.1",
+            "rows.2.0",
+            "blocks.0.1.down",
+            "blocks.0.1"
+        ]
+    );
+    let mut expect = x.zeros_like()?;
+    for b in m.blocks.iter().flatten() {
+        expect = b.down.forward(&b.up.forward(&expect)?.relu()?)?;
+    }
+    assert_eq!(vec2(&y), vec2(&expect));
+    Ok(())
+}
+
 // ---- Option and Box --------------------------------------------------------------------------
 
 #[derive(Hookable)]

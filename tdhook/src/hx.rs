@@ -129,8 +129,17 @@ impl<'a> Hx<'a> {
     /// The hook point of element `index` of list field `slot`.
     #[inline]
     pub fn element(&mut self, slot: Slot, index: usize) -> Option<Point<'_>> {
+        self.element_at(slot, &[index])
+    }
+
+    /// The hook point of element `indices` of a list of lists (`field[i][j]…`) in field `slot`.
+    #[inline]
+    pub fn element_at(&mut self, slot: Slot, indices: &[usize]) -> Option<Point<'_>> {
         let active = self.active.as_mut()?;
-        let node = active.node.child(slot.0)?.child(index as u32)?;
+        let mut node = active.node.child(slot.0)?;
+        for &i in indices {
+            node = node.child(u32::try_from(i).ok()?)?;
+        }
         Some(Point {
             node,
             run: &mut *active.run,

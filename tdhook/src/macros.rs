@@ -8,6 +8,7 @@
 /// | `hook!(hx, self.f.m(x, ..))` | a nested `Hookable` | `self.f.m(x, .., sub_hx)`: the context one path deeper is appended |
 /// | `hook!(hx, self.f[i](x, ..))` | element `i` of a list of leaves | `self.f[i].forward(x, ..)` |
 /// | `hook!(hx, self.f[i].m(x, ..))` | element `i` of a list of nested modules | `self.f[i].m(x, .., sub_hx)` |
+/// | `hook!(hx, self.f[i][j](x, ..))`, `hook!(hx, self.f[i][j].m(x, ..))` | lists of lists (`Vec<Vec<T>>`, path `f.i.j`), any depth | as above |
 /// | `hook!(hx, self.f?.m(x, ..))` | a nested module in an `Option` field | the inner module's `m`; an error if `None` |
 ///
 /// A leaf in an `Option` field uses the plain leaf form (`hook!(hx, self.f(x))`): it calls the
@@ -48,37 +49,37 @@
 #[macro_export]
 macro_rules! hook {
     // element of a list of nested modules
-    ($hx:expr, $s:ident . $f:tt [ $i:expr ] . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
+    ($hx:expr, $s:ident . $f:tt $( [ $i:expr ] )+ . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
             $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
-        match $crate::Hx::element($hx, __slot, $i) {
-            ::core::option::Option::None => $s.$f[$i].$m($first $(, $rest)*, &mut $crate::Hx::none()),
+        match $crate::Hx::element_at($hx, __slot, &[$($i),+]) {
+            ::core::option::Option::None => $s.$f $([$i])+ .$m($first $(, $rest)*, &mut $crate::Hx::none()),
             ::core::option::Option::Some(__point) => __point.nested(
                 $crate::__private::as_tensor(&$first),
-                |__in, __hx| $s.$f[$i].$m(__in $(, $rest)*, __hx),
+                |__in, __hx| $s.$f $([$i])+ .$m(__in $(, $rest)*, __hx),
             ),
         }
     }};
     // element of a list of leaves
-    ($hx:expr, $s:ident . $f:tt [ $i:expr ] ( $first:expr $(, $rest:expr)* $(,)? )) => {{
+    ($hx:expr, $s:ident . $f:tt $( [ $i:expr ] )+ ( $first:expr $(, $rest:expr)* $(,)? )) => {{
         let __slot = {
             use $crate::__private::FieldsOf as _;
             $crate::hookable::into_slot($s.__tdhook_fields().$f)
         };
-        match $crate::Hx::element($hx, __slot, $i) {
+        match $crate::Hx::element_at($hx, __slot, &[$($i),+]) {
             ::core::option::Option::None => {
                 #[allow(unused_imports)]
                 use $crate::__private::{Module as _, OptionalLeaf as _};
-                $s.$f[$i].forward($first $(, $rest)*)
+                $s.$f $([$i])+ .forward($first $(, $rest)*)
             }
             ::core::option::Option::Some(__point) => __point.leaf(
                 $crate::__private::as_tensor(&$first),
                 |__in| {
                     #[allow(unused_imports)]
                 use $crate::__private::{Module as _, OptionalLeaf as _};
-                    $s.$f[$i].forward(__in $(, $rest)*)
+                    $s.$f $([$i])+ .forward(__in $(, $rest)*)
                 },
             ),
         }
