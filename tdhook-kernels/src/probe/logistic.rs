@@ -99,20 +99,19 @@ pub(crate) trait Evaluator {
 /// Rows per task of the CPU pass: fixed, so the reduction order never depends on threads.
 const CHUNK: usize = 256;
 
+/// Row `z`'s loss `softplus(z) − y·z` (f64) and residual `σ(z) − y` (f32), sharing one
+/// `e^{−|z|}`.
 #[inline(always)]
-fn softplus(z: f32) -> f64 {
-    let z = z as f64;
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
-}
-
-#[inline(always)]
-fn sigmoid(z: f32) -> f32 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
+fn loss_and_residual(z: f32, y: f32) -> (f64, f32) {
+    let zd = z as f64;
+    let e = (-zd.abs()).exp();
+    let softplus = zd.max(0.0) + e.ln_1p();
+    let sigmoid = if zd >= 0.0 {
+        1.0 / (1.0 + e)
     } else {
-        let e = z.exp();
         e / (1.0 + e)
-    }
+    };
+    (softplus - (y as f64) * zd, (sigmoid - y as f64) as f32)
 }
 
 pub(crate) struct CpuEval<'a> {
@@ -137,14 +136,14 @@ impl Evaluator for CpuEval<'_> {
             .iter()
             .flat_map(|&k| (0..n_chunks).map(move |c| (k, c)))
             .collect();
-        let fma = has_avx2_fma();
+        let simd = simd_level();
         let run = |&(k, c): &(usize, usize)| -> (f64, f64, Vec<f32>) {
             let w = &theta[k * dp..k * dp + d];
             let b = theta[k * dp + d];
             let xk = &self.x[k * n * d..(k + 1) * n * d];
             let rows = c * CHUNK..((c + 1) * CHUNK).min(n);
             let mut g = vec![0f32; d];
-            let (l, gb) = chunk_pass_dispatch(fma, xk, self.y, w, b, d, rows, &mut g);
+            let (l, gb) = chunk_pass_dispatch(simd, xk, self.y, w, b, d, rows, &mut g);
             (l, gb, g)
         };
         let parts: Vec<(f64, f64, Vec<f32>)> =
@@ -169,16 +168,33 @@ impl Evaluator for CpuEval<'_> {
     }
 }
 
-/// Whether the CPU has AVX2 and FMA (checked once).
-fn has_avx2_fma() -> bool {
+/// The widest vector unit the CPU pass can use here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Simd {
+    Generic,
+    Avx2,
+    Avx512,
+}
+
+/// The CPU's [`Simd`] level (detected once).
+pub(crate) fn simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 && is_x86_feature_detected!("avx512f") {
+                Simd::Avx512
+            } else if avx2 {
+                Simd::Avx2
+            } else {
+                Simd::Generic
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        Simd::Generic
     }
 }
 
@@ -266,8 +282,9 @@ fn chunk_pass<const FMA: bool>(
                 }
                 let z = b + (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + t);
                 let yi = y[i + q];
-                l += softplus(z) - (yi * z) as f64;
-                r[q] = sigmoid(z) - yi;
+                let (lq, rq) = loss_and_residual(z, yi);
+                l += lq;
+                r[q] = rq;
                 gb += r[q] as f64;
             }
             // one read-modify-write sweep of g for the four rows
@@ -291,8 +308,8 @@ fn chunk_pass<const FMA: bool>(
                 let row = &xk[(i + q) * d..(i + q + 1) * d];
                 let z = b + dot8::<FMA>(row, w);
                 let yi = y[i + q];
-                l += softplus(z) - (yi * z) as f64;
-                let rq = sigmoid(z) - yi;
+                let (lq, rq) = loss_and_residual(z, yi);
+                l += lq;
                 gb += rq as f64;
                 for (gj, &xj) in g.iter_mut().zip(row) {
                     *gj = madd::<FMA>(rq, xj, *gj);
@@ -365,8 +382,9 @@ fn chunk_pass_avx2(
                 }
                 let z = b + (acc[q] + t);
                 let yi = y[i + q];
-                l += softplus(z) - (yi * z) as f64;
-                r[q] = sigmoid(z) - yi;
+                let (lq, rq) = loss_and_residual(z, yi);
+                l += lq;
+                r[q] = rq;
                 gb += r[q] as f64;
             }
             let (s0, s1, s2, s3) = (
@@ -399,9 +417,11 @@ fn chunk_pass_avx2(
     (l + l2, gb + gb2)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn chunk_pass_dispatch(
-    fma: bool,
+/// [`chunk_pass`] with AVX-512F intrinsics: `R` rows at a time sharing the loads of `w` and
+/// one read-modify-write sweep of `g`, 16 lanes per accumulator.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn chunk_pass_avx512<const R: usize>(
     xk: &[f32],
     y: &[f32],
     w: &[f32],
@@ -410,14 +430,87 @@ fn chunk_pass_dispatch(
     rows: std::ops::Range<usize>,
     g: &mut [f32],
 ) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: the CPU has AVX2 and FMA (checked by `has_avx2_fma`).
-        return unsafe { chunk_pass_avx2(xk, y, w, b, d, rows, g) };
+    use std::arch::x86_64::*;
+    assert!(xk.len() >= rows.end * d && w.len() >= d && g.len() >= d && y.len() >= rows.end);
+    let lanes = d / 16 * 16;
+    let (mut l, mut gb) = (0f64, 0f64);
+    let mut i = rows.start;
+    while i + R <= rows.end {
+        // SAFETY: rows i..i+R lie within `xk` (asserted above); j + 16 <= lanes <= d.
+        unsafe {
+            let p: [*const f32; R] = std::array::from_fn(|q| xk.as_ptr().add((i + q) * d));
+            let (wp, gp) = (w.as_ptr(), g.as_mut_ptr());
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut j = 0;
+            while j < lanes {
+                let wv = _mm512_loadu_ps(wp.add(j));
+                for q in 0..R {
+                    acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(p[q].add(j)), wv, acc[q]);
+                }
+                j += 16;
+            }
+            let mut r = [0f32; R];
+            let mut s = [_mm512_setzero_ps(); R];
+            for q in 0..R {
+                let mut t = 0f32;
+                for (jj, &wj) in w.iter().enumerate().take(d).skip(lanes) {
+                    t = (*p[q].add(jj)).mul_add(wj, t);
+                }
+                let z = b + (_mm512_reduce_add_ps(acc[q]) + t);
+                let yi = y[i + q];
+                let (lq, rq) = loss_and_residual(z, yi);
+                l += lq;
+                r[q] = rq;
+                gb += r[q] as f64;
+                s[q] = _mm512_set1_ps(r[q]);
+            }
+            let mut j = 0;
+            while j < lanes {
+                let mut gv = _mm512_loadu_ps(gp.add(j));
+                for q in 0..R {
+                    gv = _mm512_fmadd_ps(s[q], _mm512_loadu_ps(p[q].add(j)), gv);
+                }
+                _mm512_storeu_ps(gp.add(j), gv);
+                j += 16;
+            }
+            for (jj, gj) in g.iter_mut().enumerate().take(d).skip(lanes) {
+                let mut v = *gj;
+                for q in 0..R {
+                    v = r[q].mul_add(*p[q].add(jj), v);
+                }
+                *gj = v;
+            }
+        }
+        i += R;
     }
-    let _ = fma;
-    chunk_pass::<false>(xk, y, w, b, d, rows, g)
+    let (l2, gb2) = chunk_pass::<true>(xk, y, w, b, d, i..rows.end, g);
+    (l + l2, gb + gb2)
 }
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass_dispatch(
+    simd: Simd,
+    xk: &[f32],
+    y: &[f32],
+    w: &[f32],
+    b: f32,
+    d: usize,
+    rows: std::ops::Range<usize>,
+    g: &mut [f32],
+) -> (f64, f64) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd_level` found AVX-512F (and AVX2, FMA) on this CPU.
+        Simd::Avx512 => unsafe { chunk_pass_avx512::<ROWS_512>(xk, y, w, b, d, rows, g) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd_level` found AVX2 and FMA on this CPU.
+        Simd::Avx2 => unsafe { chunk_pass_avx2(xk, y, w, b, d, rows, g) },
+        _ => chunk_pass::<false>(xk, y, w, b, d, rows, g),
+    }
+}
+
+/// Rows per block of the AVX-512 pass.
+const ROWS_512: usize = 8;
 
 /// Trains `K` binary logistic-regression probes at once.
 ///
@@ -882,8 +975,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn avx2_and_generic_passes_agree() {
-        let (n, d) = (37, 29);
+    fn every_simd_pass_agrees_with_the_generic_one() {
+        // d = 45: the 16- and 8-lane bodies plus scalar tails; n = 37: full blocks of 4 and 8
+        // rows plus leftover rows.
+        let (n, d) = (37, 45);
         let mut s = 7u64;
         let mut next = || {
             s = s
@@ -896,11 +991,21 @@ mod tests {
         let y: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
         let mut g0 = vec![0f32; d];
         let (l0, b0) = chunk_pass::<false>(&x, &y, &w, 0.3, d, 0..n, &mut g0);
-        let mut g1 = vec![0f32; d];
-        let (l1, b1) = chunk_pass_dispatch(has_avx2_fma(), &x, &y, &w, 0.3, d, 0..n, &mut g1);
-        assert!((l0 - l1).abs() < 1e-4 && (b0 - b1).abs() < 1e-4);
-        for (a, b) in g0.iter().zip(&g1) {
-            assert!((a - b).abs() < 1e-4, "{a} {b}");
+        let levels: &[Simd] = match simd_level() {
+            Simd::Avx512 => &[Simd::Avx2, Simd::Avx512],
+            Simd::Avx2 => &[Simd::Avx2],
+            Simd::Generic => &[],
+        };
+        for &level in levels {
+            let mut g1 = vec![0f32; d];
+            let (l1, b1) = chunk_pass_dispatch(level, &x, &y, &w, 0.3, d, 0..n, &mut g1);
+            assert!(
+                (l0 - l1).abs() < 1e-4 && (b0 - b1).abs() < 1e-4,
+                "{level:?}"
+            );
+            for (a, b) in g0.iter().zip(&g1) {
+                assert!((a - b).abs() < 1e-4, "{level:?}: {a} {b}");
+            }
         }
     }
 }
