@@ -611,6 +611,8 @@ fn standalone(dir: Option<&str>, iters: usize, only: Option<&str>) -> Result<()>
 }
 
 fn main() -> Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet (see tdhook::threads).
+    unsafe { tdhook::threads::pin_rayon_num_threads(None) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--in-pool") {
         // Everything on a rayon worker: candle's parallel ops then start on the calling worker

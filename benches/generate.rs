@@ -252,6 +252,8 @@ fn measure(shape: &Shape, opts: &Opts) -> Result<Option<Outcome>> {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet (see tdhook::threads).
+    unsafe { tdhook::threads::pin_rayon_num_threads(None) };
     let opts = parse()?;
     let threads = support::threads();
     let mut outcomes = Vec::new();

@@ -276,10 +276,16 @@ fn fmt_time(s: f64) -> String {
 }
 
 fn main() -> Result<()> {
+    let from_env = std::env::var_os("RAYON_NUM_THREADS").is_some();
+    // SAFETY: first thing in main, no other thread exists yet (see tdhook::threads).
+    let n = unsafe { tdhook::threads::pin_rayon_num_threads(None) };
     let opts = parse()?;
     let threads = support::threads();
-    let env = std::env::var("RAYON_NUM_THREADS").map(|v| format!("RAYON_NUM_THREADS={v}"));
-    let env = env.unwrap_or_else(|_| "RAYON_NUM_THREADS unset (default pool)".into());
+    let env = if from_env {
+        format!("RAYON_NUM_THREADS={n} (environment)")
+    } else {
+        format!("RAYON_NUM_THREADS={n} (pinned to the CPU count by tdhook::threads)")
+    };
     eprintln!("hooks_off_interleaved: {threads} thread(s), {env}");
     if let Some((arm, n)) = &opts.only {
         for shape in opts.shapes.iter().cloned() {

@@ -94,6 +94,9 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: first thing in main, no other thread exists yet. candle then reads the thread
+    // count from the environment instead of parsing /proc/cpuinfo on every matmul.
+    unsafe { tdhook::threads::pin_rayon_num_threads(None) };
     // candle's parallel CPU ops then run on this thread instead of being handed to a worker.
     if let Err(e) = tdhook::threads::use_current_thread(None) {
         eprintln!("note: {e}");

@@ -8,8 +8,49 @@
 //! inline and the other workers steal halves of it.
 //!
 //! Call [`use_current_thread`] once, at the start of `main`, before anything uses rayon.
+//!
+//! candle 0.11 also asks for the thread count on every matmul: with `RAYON_NUM_THREADS` unset
+//! it re-reads and parses `/proc/cpuinfo` each time (through `num_cpus::get_physical`), which
+//! doubled the tiny GPT-2's forward in BENCHMARKS.md (276 µs against 138 µs with the variable
+//! set). Set the variable in your environment, or call [`pin_rayon_num_threads`] first thing
+//! in `main`.
 
 use crate::{Error, Result};
+
+/// Sets `RAYON_NUM_THREADS` to `threads` (`None`: the number of CPUs this process may use)
+/// unless the environment already sets it, and returns the value in effect.
+///
+/// candle reads the variable on every matmul and, when it is unset, parses `/proc/cpuinfo`
+/// instead; a fixed value costs it one environment lookup.
+///
+/// # Safety
+///
+/// As [`std::env::set_var`]: no other thread may read or write the environment while this
+/// runs. Call it at the very start of `main`, before spawning threads or using rayon or candle.
+///
+/// ```standalone_crate
+/// // First thing in `main`:
+/// // SAFETY: no other thread exists yet.
+/// let n = unsafe { tdhook::threads::pin_rayon_num_threads(None) };
+/// assert_eq!(std::env::var("RAYON_NUM_THREADS").unwrap(), n.to_string());
+/// ```
+pub unsafe fn pin_rayon_num_threads(threads: Option<usize>) -> usize {
+    let set = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    if let Some(n) = set {
+        return n;
+    }
+    let n = threads.filter(|&n| n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // SAFETY: the caller guarantees no concurrent environment access.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    n
+}
 
 /// Builds rayon's global pool with the calling thread as worker 0 (and `threads − 1` more),
 /// so candle's parallel CPU ops called from this thread run on it instead of being handed over.
