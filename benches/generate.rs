@@ -254,6 +254,10 @@ fn measure(shape: &Shape, opts: &Opts) -> Result<Option<Outcome>> {
 fn main() -> Result<()> {
     // SAFETY: first thing in main, no other thread exists yet (see tdhook::threads).
     unsafe { tdhook::threads::pin_rayon_num_threads(None) };
+    // The setup README recommends: candle's ops run on this thread, not handed to a worker.
+    if let Err(e) = tdhook::threads::use_current_thread(None) {
+        eprintln!("generate: {e}");
+    }
     let opts = parse()?;
     let threads = support::threads();
     let mut outcomes = Vec::new();

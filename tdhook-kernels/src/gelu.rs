@@ -63,32 +63,9 @@ impl CustomOp1 for GeluTanh {
     }
 }
 
-/// In place, dispatching to the widest vector unit this CPU has.
-fn gelu_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { gelu_avx512(xs) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { gelu_avx2(xs) };
-        }
-    }
-    gelu_generic(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gelu_avx512(xs: &mut [f32]) {
-    gelu_generic(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(xs: &mut [f32]) {
-    gelu_generic(xs)
+simd_dispatch! {
+    /// In place, on the widest vector unit this CPU has.
+    fn gelu_slice(xs: &mut [f32]) => gelu_generic
 }
 
 /// The loop the target-feature wrappers inline and vectorise.

@@ -101,31 +101,9 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
-fn norm_rows(xs: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { rows_avx512(xs, w, b, eps) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { rows_avx2(xs, w, b, eps) };
-        }
-    }
-    rows_generic(xs, w, b, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(xs: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    rows_generic(xs, w, b, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(xs: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    rows_generic(xs, w, b, eps)
+simd_dispatch! {
+    /// In place, row by row, on the widest vector unit this CPU has.
+    fn norm_rows(xs: &mut [f32], w: &[f32], b: &[f32], eps: f32) => rows_generic
 }
 
 /// `Σ f(v)` over `row` with sixteen partial sums: vectorises without licence to reassociate.

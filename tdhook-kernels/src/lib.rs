@@ -36,6 +36,9 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
+mod simd;
+
 mod ablate;
 #[cfg(feature = "cuda")]
 mod cuda;

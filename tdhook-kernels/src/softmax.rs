@@ -68,32 +68,9 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 }
 
-/// In place, row by row, dispatching to the widest vector unit this CPU has.
-fn softmax_rows(xs: &mut [f32], dim: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { rows_avx512(xs, dim) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { rows_avx2(xs, dim) };
-        }
-    }
-    rows_generic(xs, dim)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(xs: &mut [f32], dim: usize) {
-    rows_generic(xs, dim)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(xs: &mut [f32], dim: usize) {
-    rows_generic(xs, dim)
+simd_dispatch! {
+    /// In place, row by row, on the widest vector unit this CPU has.
+    fn softmax_rows(xs: &mut [f32], dim: usize) => rows_generic
 }
 
 /// The loops the target-feature wrappers inline and vectorise.
