@@ -191,30 +191,38 @@ fn scope_positions(
     t: usize,
     scope: SteerScope,
 ) -> Result<Option<Positions>> {
-    let positions: Vec<Vec<u32>> = match positions {
-        Some(p) => p.to_vec2::<u32>()?,
-        None => vec![(0..t as u32).collect(); prompt_lens.len()],
+    // Runs at every decode step: one flat read of the positions, and a mask only when some
+    // tokens are in scope and some are not.
+    let positions: Vec<u32> = match positions {
+        Some(p) => p.flatten_all()?.to_vec1::<u32>()?,
+        None => (0..prompt_lens.len()).flat_map(|_| 0..t as u32).collect(),
     };
-    let mask: Vec<bool> = positions
+    let in_scope = |i: usize, p: u32| {
+        let len = prompt_lens[i / t.max(1)];
+        p != PAD_POSITION
+            && match scope {
+                SteerScope::All => true,
+                SteerScope::Prompt => p < len,
+                SteerScope::Generated => p >= len,
+            }
+    };
+    let on = positions
         .iter()
-        .zip(prompt_lens)
-        .flat_map(|(row, &len)| {
-            row.iter().map(move |&p| {
-                p != PAD_POSITION
-                    && match scope {
-                        SteerScope::All => true,
-                        SteerScope::Prompt => p < len,
-                        SteerScope::Generated => p >= len,
-                    }
-            })
-        })
-        .collect();
-    Ok(if !mask.iter().any(|&on| on) {
+        .enumerate()
+        .filter(|&(i, &p)| in_scope(i, p))
+        .count();
+    Ok(if on == 0 {
         None
-    } else if mask.iter().all(|&on| on) {
+    } else if on == positions.len() {
         Some(Positions::All)
     } else {
-        Some(Positions::Mask(mask))
+        Some(Positions::Mask(
+            positions
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| in_scope(i, p))
+                .collect(),
+        ))
     })
 }
 
@@ -252,4 +260,39 @@ pub(crate) fn point_widths<M: CausalLm + ?Sized>(
         }
     }
     Ok(widths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The mask by hand: row 0 is left-padded (one pad, prompt of 2), row 1 is not (prompt 3).
+    #[test]
+    fn scope_positions_follow_pads_and_prompt_lengths() -> Result<()> {
+        let pos = Tensor::new(&[[PAD_POSITION, 0, 1], [0, 1, 2]], &Device::Cpu)?;
+        let lens = [2u32, 3];
+        let mask =
+            |scope| -> Result<Option<Positions>> { scope_positions(Some(&pos), &lens, 3, scope) };
+        let all = mask(SteerScope::All)?;
+        assert_eq!(
+            all,
+            Some(Positions::Mask(vec![false, true, true, true, true, true]))
+        );
+        assert_eq!(mask(SteerScope::Generated)?, None);
+        // a decode step: positions 2 (row 0's first generated token) and 3
+        let step = Tensor::new(&[[2u32], [3]], &Device::Cpu)?;
+        let generated = scope_positions(Some(&step), &lens, 1, SteerScope::Generated)?;
+        assert_eq!(generated, Some(Positions::All));
+        assert_eq!(
+            scope_positions(Some(&step), &lens, 1, SteerScope::Prompt)?,
+            None
+        );
+        // no positions: tokens at 0..t, row 0's prompt ends at 2
+        assert_eq!(
+            scope_positions(None, &lens, 3, SteerScope::Prompt)?,
+            Some(Positions::Mask(vec![true, true, false, true, true, true]))
+        );
+        Ok(())
+    }
 }
