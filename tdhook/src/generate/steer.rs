@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::hookset::HookSet;
 use crate::hx::Direction;
 use crate::select::Selector;
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tdhook_kernels::{Positions, Rows};
@@ -191,11 +191,26 @@ fn scope_positions(
     t: usize,
     scope: SteerScope,
 ) -> Result<Option<Positions>> {
-    // Runs at every decode step: one flat read of the positions, and a mask only when some
-    // tokens are in scope and some are not.
-    let positions: Vec<u32> = match positions {
-        Some(p) => p.flatten_all()?.to_vec1::<u32>()?,
-        None => (0..prompt_lens.len()).flat_map(|_| 0..t as u32).collect(),
+    // Runs at every decode step: the positions are read in place where they can be (a CPU
+    // u32 tensor: no copy), and a mask is built only when some tokens are in scope and some
+    // are not.
+    let owned: Vec<u32>;
+    let guard;
+    let positions: &[u32] = match positions {
+        Some(p) => {
+            guard = p.storage_and_layout();
+            match (&*guard.0, guard.1.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::U32(v)), Some((a, b))) => &v[a..b],
+                _ => {
+                    owned = p.flatten_all()?.to_vec1::<u32>()?;
+                    &owned
+                }
+            }
+        }
+        None => {
+            owned = (0..prompt_lens.len()).flat_map(|_| 0..t as u32).collect();
+            &owned
+        }
     };
     let in_scope = |i: usize, p: u32| {
         let len = prompt_lens[i / t.max(1)];
@@ -280,6 +295,14 @@ mod tests {
             Some(Positions::Mask(vec![false, true, true, true, true, true]))
         );
         assert_eq!(mask(SteerScope::Generated)?, None);
+        // a strided view (not read in place) gives the same mask
+        let wide = Tensor::new(&[[9, PAD_POSITION, 0, 1], [9, 0, 1, 2]], &Device::Cpu)?;
+        let view = wide.narrow(1, 1, 3)?;
+        assert!(!view.is_contiguous());
+        assert_eq!(
+            scope_positions(Some(&view), &lens, 3, SteerScope::All)?,
+            all
+        );
         // a decode step: positions 2 (row 0's first generated token) and 3
         let step = Tensor::new(&[[2u32], [3]], &Device::Cpu)?;
         let generated = scope_positions(Some(&step), &lens, 1, SteerScope::Generated)?;
