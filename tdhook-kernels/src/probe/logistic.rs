@@ -519,8 +519,8 @@ const ROWS_512: usize = 8;
 /// * `labels`: `[N]`, 0/1 (any dtype), shared by every probe.
 ///
 /// Deterministic: the same inputs give bit-identical results for any thread count on a
-/// given machine (the CPU pass uses FMA where the CPU has AVX2+FMA, so results may differ in
-/// the last bits between CPUs, and between CPU and GPU).
+/// given machine (the CPU pass uses FMA and 8- or 16-lane sums by what the CPU has, so
+/// results may differ in the last bits between CPUs, and between CPU and GPU).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
