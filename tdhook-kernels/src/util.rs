@@ -87,10 +87,11 @@ unsafe impl<T: Sync> Sync for SyncPtr<T> {}
 
 /// Maps a row index (all dims but the last, row-major) of a strided layout to the offset
 /// of the row's first element; the last dim has length `d` and stride `sd`.
+/// Borrows the layout's dims and strides: built on every kernel call, it allocates nothing.
 #[derive(Clone, Debug)]
-pub(crate) struct RowMap {
-    lead_dims: Vec<usize>,
-    lead_strides: Vec<usize>,
+pub(crate) struct RowMap<'a> {
+    lead_dims: &'a [usize],
+    lead_strides: &'a [usize],
     /// `Some(s)` when row `r` starts at `offset + r * s` (the leading dims collapse).
     uniform: Option<usize>,
     pub offset: usize,
@@ -99,8 +100,8 @@ pub(crate) struct RowMap {
     pub n_rows: usize,
 }
 
-impl RowMap {
-    pub fn new(layout: &Layout) -> Self {
+impl<'a> RowMap<'a> {
+    pub fn new(layout: &'a Layout) -> Self {
         let dims = layout.dims();
         let strides = layout.stride();
         let (d, sd) = match dims.len() {
@@ -108,8 +109,8 @@ impl RowMap {
             n => (dims[n - 1], strides[n - 1]),
         };
         let nl = dims.len().saturating_sub(1);
-        let lead_dims = dims[..nl].to_vec();
-        let lead_strides = strides[..nl].to_vec();
+        let lead_dims = &dims[..nl];
+        let lead_strides = &strides[..nl];
         let n_rows = lead_dims.iter().product::<usize>();
         // Collapse: walking from the innermost leading dim out, each stride must equal the
         // next-inner stride times its dim (size-1 dims are free).
@@ -166,7 +167,7 @@ impl RowMap {
     #[allow(dead_code)]
     pub fn two_level(&self) -> Option<(usize, usize, usize)> {
         let mut merged: Vec<(usize, usize)> = Vec::new();
-        for (&dim, &st) in self.lead_dims.iter().zip(&self.lead_strides) {
+        for (&dim, &st) in self.lead_dims.iter().zip(self.lead_strides) {
             if dim == 1 {
                 continue;
             }
@@ -189,7 +190,7 @@ impl RowMap {
             return 0;
         }
         let mut end = self.offset + (self.d - 1) * self.sd;
-        for (dim, s) in self.lead_dims.iter().zip(&self.lead_strides) {
+        for (dim, s) in self.lead_dims.iter().zip(self.lead_strides) {
             end += (dim - 1) * s;
         }
         end + 1
