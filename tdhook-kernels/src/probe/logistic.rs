@@ -321,171 +321,117 @@ fn chunk_pass<const FMA: bool>(
     (l, gb)
 }
 
-/// [`chunk_pass`] with explicit AVX2/FMA intrinsics: four rows at a time, 8-lane
-/// accumulators per row (left to itself, the compiler vectorises across the four rows and
-/// spends its time shuffling).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn chunk_pass_avx2(
-    xk: &[f32],
-    y: &[f32],
-    w: &[f32],
-    b: f32,
-    d: usize,
-    rows: std::ops::Range<usize>,
-    g: &mut [f32],
-) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    assert!(xk.len() >= rows.end * d && w.len() >= d && g.len() >= d && y.len() >= rows.end);
-    let lanes = d / 8 * 8;
-    let (mut l, mut gb) = (0f64, 0f64);
-    let mut i = rows.start;
-    // horizontal sum in the same order as the generic path
-    #[inline(always)]
-    fn hsum(v: __m256) -> f32 {
-        let mut a = [0f32; 8];
-        // SAFETY: `a` has room for 8 floats.
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
-        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
-    }
-    while i + BLOCK <= rows.end {
-        // SAFETY: rows i..i+4 lie within `xk` (asserted above); j + 8 <= lanes <= d.
-        unsafe {
-            let p = [
-                xk.as_ptr().add(i * d),
-                xk.as_ptr().add((i + 1) * d),
-                xk.as_ptr().add((i + 2) * d),
-                xk.as_ptr().add((i + 3) * d),
-            ];
-            let (wp, gp) = (w.as_ptr(), g.as_mut_ptr());
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
+/// Defines `$name::<R>`: [`chunk_pass`] with explicit `$lanes`-wide intrinsics, `R` rows at a
+/// time sharing the loads of `w` and one read-modify-write sweep of `g`, one accumulator
+/// per row (left to itself, the compiler vectorises across the rows and spends its time
+/// shuffling). Leftover rows go through the generic pass.
+macro_rules! simd_chunk_pass {
+    ($name:ident, $features:literal, $lanes:literal, $zero:ident, $load:ident, $store:ident,
+     $fmadd:ident, $set1:ident, $hsum:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name<const R: usize>(
+            xk: &[f32],
+            y: &[f32],
+            w: &[f32],
+            b: f32,
+            d: usize,
+            rows: std::ops::Range<usize>,
+            g: &mut [f32],
+        ) -> (f64, f64) {
+            use std::arch::x86_64::*;
+            assert!(
+                xk.len() >= rows.end * d && w.len() >= d && g.len() >= d && y.len() >= rows.end
             );
-            let mut j = 0;
-            while j < lanes {
-                let wv = _mm256_loadu_ps(wp.add(j));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p[0].add(j)), wv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p[1].add(j)), wv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p[2].add(j)), wv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p[3].add(j)), wv, a3);
-                j += 8;
-            }
-            let acc = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
-            let mut r = [0f32; BLOCK];
-            for q in 0..BLOCK {
-                let mut t = 0f32;
-                for (jj, &wj) in w.iter().enumerate().take(d).skip(lanes) {
-                    t = (*p[q].add(jj)).mul_add(wj, t);
+            let lanes = d / $lanes * $lanes;
+            let (mut l, mut gb) = (0f64, 0f64);
+            let mut i = rows.start;
+            while i + R <= rows.end {
+                // SAFETY: rows i..i+R lie within `xk` (asserted above); j + $lanes <= lanes
+                // <= d.
+                unsafe {
+                    let p: [*const f32; R] = std::array::from_fn(|q| xk.as_ptr().add((i + q) * d));
+                    let (wp, gp) = (w.as_ptr(), g.as_mut_ptr());
+                    let mut acc = [$zero(); R];
+                    let mut j = 0;
+                    while j < lanes {
+                        let wv = $load(wp.add(j));
+                        for q in 0..R {
+                            acc[q] = $fmadd($load(p[q].add(j)), wv, acc[q]);
+                        }
+                        j += $lanes;
+                    }
+                    let mut r = [0f32; R];
+                    let mut s = [$zero(); R];
+                    for q in 0..R {
+                        let mut t = 0f32;
+                        for (jj, &wj) in w.iter().enumerate().take(d).skip(lanes) {
+                            t = (*p[q].add(jj)).mul_add(wj, t);
+                        }
+                        let z = b + ($hsum(acc[q]) + t);
+                        let (lq, rq) = loss_and_residual(z, y[i + q]);
+                        l += lq;
+                        r[q] = rq;
+                        gb += rq as f64;
+                        s[q] = $set1(rq);
+                    }
+                    let mut j = 0;
+                    while j < lanes {
+                        let mut gv = $load(gp.add(j));
+                        for q in 0..R {
+                            gv = $fmadd(s[q], $load(p[q].add(j)), gv);
+                        }
+                        $store(gp.add(j), gv);
+                        j += $lanes;
+                    }
+                    for (jj, gj) in g.iter_mut().enumerate().take(d).skip(lanes) {
+                        let mut v = *gj;
+                        for q in 0..R {
+                            v = r[q].mul_add(*p[q].add(jj), v);
+                        }
+                        *gj = v;
+                    }
                 }
-                let z = b + (acc[q] + t);
-                let yi = y[i + q];
-                let (lq, rq) = loss_and_residual(z, yi);
-                l += lq;
-                r[q] = rq;
-                gb += r[q] as f64;
+                i += R;
             }
-            let (s0, s1, s2, s3) = (
-                _mm256_set1_ps(r[0]),
-                _mm256_set1_ps(r[1]),
-                _mm256_set1_ps(r[2]),
-                _mm256_set1_ps(r[3]),
-            );
-            let mut j = 0;
-            while j < lanes {
-                let mut gv = _mm256_loadu_ps(gp.add(j));
-                gv = _mm256_fmadd_ps(s0, _mm256_loadu_ps(p[0].add(j)), gv);
-                gv = _mm256_fmadd_ps(s1, _mm256_loadu_ps(p[1].add(j)), gv);
-                gv = _mm256_fmadd_ps(s2, _mm256_loadu_ps(p[2].add(j)), gv);
-                gv = _mm256_fmadd_ps(s3, _mm256_loadu_ps(p[3].add(j)), gv);
-                _mm256_storeu_ps(gp.add(j), gv);
-                j += 8;
-            }
-            for (jj, gj) in g.iter_mut().enumerate().take(d).skip(lanes) {
-                let mut v = *gj;
-                for q in 0..BLOCK {
-                    v = r[q].mul_add(*p[q].add(jj), v);
-                }
-                *gj = v;
-            }
+            let (l2, gb2) = chunk_pass::<true>(xk, y, w, b, d, i..rows.end, g);
+            (l + l2, gb + gb2)
         }
-        i += BLOCK;
-    }
-    let (l2, gb2) = chunk_pass::<true>(xk, y, w, b, d, i..rows.end, g);
-    (l + l2, gb + gb2)
+    };
 }
 
-/// [`chunk_pass`] with AVX-512F intrinsics: `R` rows at a time sharing the loads of `w` and
-/// one read-modify-write sweep of `g`, 16 lanes per accumulator.
+/// Horizontal sum of 8 lanes in the generic pass's order.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn chunk_pass_avx512<const R: usize>(
-    xk: &[f32],
-    y: &[f32],
-    w: &[f32],
-    b: f32,
-    d: usize,
-    rows: std::ops::Range<usize>,
-    g: &mut [f32],
-) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    assert!(xk.len() >= rows.end * d && w.len() >= d && g.len() >= d && y.len() >= rows.end);
-    let lanes = d / 16 * 16;
-    let (mut l, mut gb) = (0f64, 0f64);
-    let mut i = rows.start;
-    while i + R <= rows.end {
-        // SAFETY: rows i..i+R lie within `xk` (asserted above); j + 16 <= lanes <= d.
-        unsafe {
-            let p: [*const f32; R] = std::array::from_fn(|q| xk.as_ptr().add((i + q) * d));
-            let (wp, gp) = (w.as_ptr(), g.as_mut_ptr());
-            let mut acc = [_mm512_setzero_ps(); R];
-            let mut j = 0;
-            while j < lanes {
-                let wv = _mm512_loadu_ps(wp.add(j));
-                for q in 0..R {
-                    acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(p[q].add(j)), wv, acc[q]);
-                }
-                j += 16;
-            }
-            let mut r = [0f32; R];
-            let mut s = [_mm512_setzero_ps(); R];
-            for q in 0..R {
-                let mut t = 0f32;
-                for (jj, &wj) in w.iter().enumerate().take(d).skip(lanes) {
-                    t = (*p[q].add(jj)).mul_add(wj, t);
-                }
-                let z = b + (_mm512_reduce_add_ps(acc[q]) + t);
-                let yi = y[i + q];
-                let (lq, rq) = loss_and_residual(z, yi);
-                l += lq;
-                r[q] = rq;
-                gb += r[q] as f64;
-                s[q] = _mm512_set1_ps(r[q]);
-            }
-            let mut j = 0;
-            while j < lanes {
-                let mut gv = _mm512_loadu_ps(gp.add(j));
-                for q in 0..R {
-                    gv = _mm512_fmadd_ps(s[q], _mm512_loadu_ps(p[q].add(j)), gv);
-                }
-                _mm512_storeu_ps(gp.add(j), gv);
-                j += 16;
-            }
-            for (jj, gj) in g.iter_mut().enumerate().take(d).skip(lanes) {
-                let mut v = *gj;
-                for q in 0..R {
-                    v = r[q].mul_add(*p[q].add(jj), v);
-                }
-                *gj = v;
-            }
-        }
-        i += R;
-    }
-    let (l2, gb2) = chunk_pass::<true>(xk, y, w, b, d, i..rows.end, g);
-    (l + l2, gb + gb2)
+#[target_feature(enable = "avx2")]
+fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    let mut a = [0f32; 8];
+    // SAFETY: `a` has room for 8 floats.
+    unsafe { std::arch::x86_64::_mm256_storeu_ps(a.as_mut_ptr(), v) };
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
+
+simd_chunk_pass!(
+    chunk_pass_avx2,
+    "avx2,fma",
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_set1_ps,
+    hsum256
+);
+simd_chunk_pass!(
+    chunk_pass_avx512,
+    "avx512f,avx2,fma",
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_set1_ps,
+    _mm512_reduce_add_ps
+);
 
 #[allow(clippy::too_many_arguments)]
 fn chunk_pass_dispatch(
@@ -504,7 +450,7 @@ fn chunk_pass_dispatch(
         Simd::Avx512 => unsafe { chunk_pass_avx512::<ROWS_512>(xk, y, w, b, d, rows, g) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `simd_level` found AVX2 and FMA on this CPU.
-        Simd::Avx2 => unsafe { chunk_pass_avx2(xk, y, w, b, d, rows, g) },
+        Simd::Avx2 => unsafe { chunk_pass_avx2::<BLOCK>(xk, y, w, b, d, rows, g) },
         _ => chunk_pass::<false>(xk, y, w, b, d, rows, g),
     }
 }
