@@ -212,6 +212,14 @@ fn scope_positions(
             &owned
         }
     };
+    if positions.len() != prompt_lens.len() * t {
+        return Err(Error::Invalid(format!(
+            "batch steering got {} token positions for a [{}, {t}] output; the hook's positions \
+             must be [batch, tokens] like the output (generate() passes them so)",
+            positions.len(),
+            prompt_lens.len()
+        )));
+    }
     let in_scope = |i: usize, p: u32| {
         let len = prompt_lens[i / t.max(1)];
         p != PAD_POSITION
@@ -316,6 +324,9 @@ mod tests {
             scope_positions(None, &lens, 3, SteerScope::Prompt)?,
             Some(Positions::Mask(vec![true, true, false, true, true, true]))
         );
+        // positions that do not fit the output: an error naming both, not a panic
+        let err = scope_positions(Some(&step), &lens, 3, SteerScope::All).unwrap_err();
+        assert!(err.to_string().contains("[2, 3]"), "{err}");
         Ok(())
     }
 }
