@@ -93,7 +93,8 @@ pub fn ablate_(x: &Tensor, u: &Tensor) -> Result<()> {
 /// ```
 pub fn ablate(x: &Tensor, u: &Tensor) -> Result<Tensor> {
     let d = check(ABLATE, x, u)?;
-    x.apply_op2(
+    crate::util::apply_op2(
+        x,
         &u.to_dtype(DType::F32)?.contiguous()?.detach(),
         Ablate { d },
     )
@@ -281,7 +282,8 @@ pub fn norm_preserving_steer_(x: &Tensor, v: &Tensor, alpha: f64) -> Result<()> 
 /// ```
 pub fn norm_preserving_steer(x: &Tensor, v: &Tensor, alpha: f64) -> Result<Tensor> {
     let d = check(NPS, x, v)?;
-    x.apply_op2(
+    crate::util::apply_op2(
+        x,
         &v.to_dtype(DType::F32)?.contiguous()?,
         NormSteer {
             d,

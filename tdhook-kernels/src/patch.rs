@@ -138,7 +138,7 @@ pub fn patch(
     alpha: f64,
 ) -> Result<Tensor> {
     let (op, src) = prepare(x, src, positions, channels, alpha)?;
-    x.apply_op2(&src, op)
+    crate::util::apply_op2(x, &src, op)
 }
 
 #[inline(always)]

@@ -110,7 +110,7 @@ pub fn steer_add(
     let g = geom(x, v)?;
     let vt = vec_table(v)?;
     let op = SteerAdd::new(g, alpha, positions, rows)?;
-    x.apply_op2(&vt, op)
+    crate::util::apply_op2(x, &vt, op)
 }
 
 /// The op: owns its position mask and row table (so it can live in the autograd graph).

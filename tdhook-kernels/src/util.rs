@@ -3,7 +3,7 @@
 use std::mem::MaybeUninit;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -84,6 +84,21 @@ pub(crate) fn for_each_row(n_rows: usize, row_len: usize, f: impl Fn(usize) + Se
 pub(crate) struct SyncPtr<T>(pub *mut T);
 unsafe impl<T: Send> Send for SyncPtr<T> {}
 unsafe impl<T: Sync> Sync for SyncPtr<T> {}
+
+/// `x.apply_op2(rhs, op)`, skipping the autograd record (candle boxes the op in an `Arc` on
+/// every call) when neither operand tracks gradients: the out-of-place kernels run once per
+/// hook call, on tensors as small as one decode step's `[B, 1, D]`.
+pub(crate) fn apply_op2<C: CustomOp2 + Send + Sync + 'static>(
+    x: &Tensor,
+    rhs: &Tensor,
+    op: C,
+) -> Result<Tensor> {
+    if x.track_op() || rhs.track_op() {
+        x.apply_op2(rhs, op)
+    } else {
+        x.apply_op2_no_bwd(rhs, &op)
+    }
+}
 
 /// Maps a row index (all dims but the last, row-major) of a strided layout to the offset
 /// of the row's first element; the last dim has length `d` and stride `sd`.
