@@ -102,6 +102,7 @@ pub(crate) fn apply_op2<C: CustomOp2 + Send + Sync + 'static>(
 
 /// Maps a row index (all dims but the last, row-major) of a strided layout to the offset
 /// of the row's first element; the last dim has length `d` and stride `sd`.
+///
 /// Borrows the layout's dims and strides: built on every kernel call, it allocates nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct RowMap<'a> {
