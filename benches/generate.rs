@@ -28,9 +28,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::time::Instant;
 use support::stats::{Est, bootstrap, median, time_k_both};
-use tdhook::generate::{BatchSteering, GenerateOptions, SteerScope, SteeringVector, generate};
+use tdhook::generate::{
+    BatchSteering, GenerateHooks, GenerateOptions, SteerScope, SteeringVector, generate,
+};
 use tdhook::models::gpt2::{Gpt2, Gpt2Config};
-use tdhook::prelude::*;
 
 struct Shape {
     name: &'static str,
@@ -157,8 +158,8 @@ fn measure(shape: &Shape, opts: &Opts) -> Result<Option<Outcome>> {
             Tensor::from_vec(v, d, &dev)?,
         )])?)
     };
-    let mut empty = HookSet::new(&model);
-    let mut steered = HookSet::new(&model);
+    let mut empty = GenerateHooks::new(&model);
+    let mut steered = GenerateHooks::new(&model);
     BatchSteering::uniform(vector(4.0)?, shape.batch).install(&model, &mut steered, &prompts)?;
     // Per-request: even rows steer with their own vector, odd rows are left alone.
     let own: Vec<SteeringVector> = (0..shape.batch)
@@ -167,7 +168,7 @@ fn measure(shape: &Shape, opts: &Opts) -> Result<Option<Outcome>> {
     let rows = (0..shape.batch)
         .map(|b| (b % 2 == 0).then_some((b, 1.0)))
         .collect();
-    let mut per_request = HookSet::new(&model);
+    let mut per_request = GenerateHooks::new(&model);
     BatchSteering::new(own, rows, SteerScope::Generated).install(
         &model,
         &mut per_request,

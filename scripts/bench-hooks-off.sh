@@ -42,7 +42,7 @@ echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --
 echo
 
 echo "== build (bench profile)"
-cargo bench --no-run --bench hooks_off --bench hooks_off_interleaved 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
+cargo bench -p tdhook-suite --no-run --bench hooks_off --bench hooks_off_interleaved 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
 echo
 
 if [[ $run_count == 1 ]]; then
@@ -54,7 +54,7 @@ if [[ $run_count == 1 ]]; then
   command -v valgrind >/dev/null || { echo "valgrind not found" >&2; exit 1; }
   n=${COUNT_FORWARDS:-50}
   reps=${COUNT_REPEATS:-3}
-  bin=$(cargo bench --no-run --bench hooks_off_interleaved 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
+  bin=$(cargo bench -p tdhook-suite --no-run --bench hooks_off_interleaved 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
   tmp=$(mktemp -d)
   for rep in $(seq 1 "$reps"); do
     for arm in plain dsl empty cache; do
@@ -140,10 +140,10 @@ if [[ $run_interleaved == 1 ]]; then
   for threads in 1 default; do
     if [[ $threads == 1 ]]; then
       echo "== interleaved, RAYON_NUM_THREADS=1"
-      out=$(RAYON_NUM_THREADS=1 $nice cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
+      out=$(RAYON_NUM_THREADS=1 $nice cargo bench -p tdhook-suite -q --bench hooks_off_interleaved -- "${extra[@]}")
     else
       echo "== interleaved, default thread pool (RAYON_NUM_THREADS unset: $(nproc) cores)"
-      out=$(env -u RAYON_NUM_THREADS $nice cargo bench -q --bench hooks_off_interleaved -- "${extra[@]}")
+      out=$(env -u RAYON_NUM_THREADS $nice cargo bench -p tdhook-suite -q --bench hooks_off_interleaved -- "${extra[@]}")
     fi
     echo "load after: $(uptime | sed 's/.*load average: //')"
     while IFS= read -r line; do
@@ -159,9 +159,9 @@ if [[ $run_criterion == 1 ]]; then
   ct=${CRITERION_THREADS:-1}
   echo "== criterion (sequential A then B), RAYON_NUM_THREADS=$ct"
   if [[ $ct == default ]]; then
-    env -u RAYON_NUM_THREADS $nice cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
+    env -u RAYON_NUM_THREADS $nice cargo bench -p tdhook-suite -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
   else
-    RAYON_NUM_THREADS=$ct $nice cargo bench -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
+    RAYON_NUM_THREADS=$ct $nice cargo bench -p tdhook-suite -q --bench hooks_off -- --noplot 2>&1 | grep -E "^\[|time:|^[a-z0-9_]+/[a-z_]+" || true
   fi
   echo "load after: $(uptime | sed 's/.*load average: //')"
   echo

@@ -36,13 +36,13 @@ if [[ -z $py ]]; then
 fi
 
 echo "== build (bench profile)" >&2
-bin=$(cargo bench --no-run --bench compare --message-format=json 2>/dev/null |
+bin=$(cargo bench -p tdhook-suite --no-run --bench compare --message-format=json 2>/dev/null |
   "$py" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "compare" and m.get("executable"):
         print(m["executable"])')
-[[ -x $bin ]] || { echo "could not build the compare bench (run: cargo bench --no-run --bench compare)" >&2; exit 1; }
+[[ -x $bin ]] || { echo "could not build the compare bench (run: cargo bench -p tdhook-suite --no-run --bench compare)" >&2; exit 1; }
 
 mkdir -p out/compare
 args=(--rust-bin "$bin" --out out/compare/results.json)

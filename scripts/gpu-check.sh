@@ -40,7 +40,7 @@ build() {
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-cuda}"
     local t0=$SECONDS
     local json
-    json="$(cargo test --release --features cuda --test kernels --bench kernels --no-run --message-format=json)"
+    json="$(cargo test --release -p tdhook-kernels -p tdhook-suite --features tdhook-suite/cuda --test kernels --bench kernels --no-run --message-format=json)"
     local test_exe bench_exe
     test_exe="$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"name":"kernels"' | grep '"kind":\["test"\]' | sed -E 's/.*"executable":"([^"]+)".*/\1/' | tail -n1)"
     bench_exe="$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"name":"kernels"' | grep '"kind":\["bench"\]' | sed -E 's/.*"executable":"([^"]+)".*/\1/' | tail -n1)"

@@ -53,15 +53,32 @@ pub fn field_attrs(attrs: &[Attribute], errors: &mut Errors) -> FieldAttrs {
     for attr in attrs.iter().filter(|a| a.path().is_ident("hook")) {
         let res = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("skip") {
+                if out.skip {
+                    errors.spanned(meta.path.span(), repeated("skip"));
+                }
                 out.skip = true;
             } else if meta.path.is_ident("leaf") {
+                if out.leaf {
+                    errors.spanned(meta.path.span(), repeated("leaf"));
+                }
                 out.leaf = true;
                 point_key.get_or_insert(("leaf", meta.path.span()));
             } else if meta.path.is_ident("rename") {
                 point_key.get_or_insert(("rename", meta.path.span()));
+                let span = meta.path.span();
                 let lit: LitStr = meta.value()?.parse()?;
                 if let Err(msg) = validate_rename(&lit.value()) {
                     errors.spanned(lit.span(), msg);
+                }
+                if let Some(first) = &out.rename {
+                    errors.spanned(
+                        span,
+                        format!(
+                            "`rename` is given twice on this field (first `{}`); a field has one \
+                             path segment: keep one `rename`",
+                            first.value()
+                        ),
+                    );
                 }
                 out.rename = Some(lit);
             } else {
@@ -92,9 +109,13 @@ pub fn struct_attrs(attrs: &[Attribute], errors: &mut Errors) -> StructAttrs {
     for attr in attrs.iter().filter(|a| a.path().is_ident("hook")) {
         let res = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("class") {
+                let span = meta.path.span();
                 let lit: LitStr = meta.value()?.parse()?;
                 if lit.value().is_empty() {
                     errors.spanned(lit.span(), "`class` must not be empty");
+                }
+                if out.class.is_some() {
+                    errors.spanned(span, repeated("class"));
                 }
                 out.class = Some(lit);
                 Ok(())
@@ -107,6 +128,10 @@ pub fn struct_attrs(attrs: &[Attribute], errors: &mut Errors) -> StructAttrs {
         }
     }
     out
+}
+
+fn repeated(key: &str) -> String {
+    format!("`{key}` is given twice; write it once")
 }
 
 /// A rename is one or more non-empty segments of `[A-Za-z0-9_]` joined by dots.

@@ -10,7 +10,7 @@
 
 use crate::ast::{Field, Input};
 use crate::attr::Errors;
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, GenericArgument, GenericParam, Ident, PathArguments, Type};
@@ -18,14 +18,19 @@ use syn::{DeriveInput, GenericArgument, GenericParam, Ident, PathArguments, Type
 pub fn derive(input: &DeriveInput) -> TokenStream {
     let mut errors = Errors::default();
     let parsed = Input::from_syn(input, &mut errors);
+    if let Some(model) = &parsed {
+        crate::valid::validate(model, &mut errors);
+    }
     match (parsed, errors.finish()) {
         (Some(model), None) => expand(&model),
-        (_, Some(err)) => {
-            // One clear error, plus stub impls so the user's forward code does not cascade.
-            let stub = stub_impls(input);
+        // The error, and every impl as if it were fixed: `hook!` calls and typed paths in the
+        // user's code then raise nothing more.
+        (Some(model), Some(err)) => {
             let err = err.to_compile_error();
-            quote! { #err #stub }
+            let impls = expand(&model);
+            quote! { #err #impls }
         }
+        (None, Some(err)) => err.to_compile_error(),
         (None, None) => quote! {},
     }
 }
@@ -76,6 +81,7 @@ fn impl_hookable(input: &Input) -> TokenStream {
     let bounds = generic_bounds(input, quote!(::tdhook::Hookable));
     let where_c = merge_where(where_c, &bounds);
     quote! {
+        #[automatically_derived]
         impl #impl_g ::tdhook::Hookable for #ident #ty_g #where_c {
             fn hook_class(&self) -> &'static str {
                 #class
@@ -119,6 +125,7 @@ fn impl_fields(input: &Input) -> TokenStream {
         #[allow(non_camel_case_types, non_snake_case)]
         #decl
 
+        #[automatically_derived]
         impl #impl_g ::tdhook::HookFields for #ident #ty_g #where_c {
             type Fields = #fields_ty;
             const FIELDS: #fields_ty = #init;
@@ -183,30 +190,35 @@ fn impl_path(input: &Input) -> TokenStream {
             _model: #phantom,
         }
 
+        #[automatically_derived]
         impl #impl_g ::core::clone::Clone for #path_ty #ty_g #where_c {
             fn clone(&self) -> Self {
                 Self { path: self.path.clone(), _model: ::core::marker::PhantomData }
             }
         }
 
+        #[automatically_derived]
         impl #impl_g ::core::convert::From<::tdhook::HookPath> for #path_ty #ty_g #where_c {
             fn from(path: ::tdhook::HookPath) -> Self {
                 Self { path, _model: ::core::marker::PhantomData }
             }
         }
 
+        #[automatically_derived]
         impl #impl_g ::core::convert::From<#path_ty #ty_g> for ::tdhook::HookPath #where_c {
             fn from(p: #path_ty #ty_g) -> Self {
                 p.path
             }
         }
 
+        #[automatically_derived]
         impl #impl_g ::core::convert::From<#path_ty #ty_g> for ::tdhook::Selector #where_c {
             fn from(p: #path_ty #ty_g) -> Self {
                 ::tdhook::Selector::exact(p.path.as_str())
             }
         }
 
+        #[automatically_derived]
         impl #impl_g ::core::ops::Deref for #path_ty #ty_g #where_c {
             type Target = ::tdhook::HookPath;
             fn deref(&self) -> &::tdhook::HookPath {
@@ -215,11 +227,13 @@ fn impl_path(input: &Input) -> TokenStream {
         }
 
         // A model need not use every field's typed path.
+        #[automatically_derived]
         #[allow(non_snake_case, dead_code, clippy::useless_conversion)]
         impl #impl_g #path_ty #ty_g #where_c {
             #(#methods)*
         }
 
+        #[automatically_derived]
         impl #impl_g ::tdhook::HasPath for #ident #ty_g #where_c {
             type Path = #path_ty<#(#param_idents),*>;
         }
@@ -289,7 +303,7 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
                 1 => vec![format_ident!("index")],
                 _ => (0..depth).map(|d| format_ident!("index{}", d)).collect(),
             };
-            let bound = mentions_any(elem, params).then(|| quote!(where #elem: ::tdhook::HasPath));
+            let bound = path_bound(elem, params);
             quote_spanned! {f.ty.span()=>
                 #[doc = #doc]
                 pub fn #name(&self, #(#indices: usize),*) -> <#elem as ::tdhook::HasPath>::Path #bound {
@@ -300,8 +314,7 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
             }
         }
         0 => {
-            let bound =
-                mentions_any(inner, params).then(|| quote!(where #inner: ::tdhook::HasPath));
+            let bound = path_bound(inner, params);
             quote_spanned! {f.ty.span()=>
                 #[doc = #doc]
                 pub fn #name(&self) -> <#inner as ::tdhook::HasPath>::Path #bound {
@@ -309,6 +322,18 @@ fn path_method(f: &Field, params: &[&Ident]) -> TokenStream {
                 }
             }
         }
+    }
+}
+
+/// The typed-path method's bound on the field type. For a concrete type it is higher-ranked
+/// (`for<'p> T: HasPath`), which the compiler checks where the method is called rather than
+/// where it is defined: a field whose type is no hook point then raises one error (at the
+/// `Hookable` impl), not a second one here.
+fn path_bound(ty: &Type, params: &[&Ident]) -> TokenStream {
+    if mentions_any(ty, params) {
+        quote!(where #ty: ::tdhook::HasPath)
+    } else {
+        quote!(where for<'__tdhook_p> #ty: ::tdhook::HasPath)
     }
 }
 
@@ -397,20 +422,4 @@ fn merge_where(where_c: Option<&syn::WhereClause>, extra: &[TokenStream]) -> Tok
         return quote!();
     }
     quote!(where #existing #(#extra,)*)
-}
-
-/// After an error: empty impls so `hook!` and `hook_points()` calls do not add more errors.
-fn stub_impls(input: &DeriveInput) -> TokenStream {
-    let ident = &input.ident;
-    if !matches!(input.data, syn::Data::Struct(_)) {
-        return quote!();
-    }
-    let (impl_g, ty_g, where_c) = input.generics.split_for_impl();
-    let _ = Span::call_site();
-    quote! {
-        impl #impl_g ::tdhook::Hookable for #ident #ty_g #where_c {
-            fn hook_class(&self) -> &'static str { stringify!(#ident) }
-            fn visit_children(&self, _: &mut dyn ::tdhook::Visitor) {}
-        }
-    }
 }

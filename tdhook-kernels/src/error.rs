@@ -16,6 +16,7 @@ use candle_core::DType;
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KernelError {
     /// An operand has the wrong shape.
     #[error("{op}: {what} has shape {got:?}, expected {expected}")]

@@ -17,6 +17,7 @@ use crate::error::arg;
 /// # let _ = (all, tail, some);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Positions {
     /// Every position.
     #[default]
@@ -135,6 +136,7 @@ impl PosPlan<'_> {
 /// # let _ = rows;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub enum Rows {
     /// Every batch row uses vector 0 with coefficient 1 (times the call's `alpha`).
     #[default]

@@ -79,7 +79,6 @@ impl CustomOp1 for GradProbe {
             class: self.class,
             direction: Direction::Bwd,
             occurrence: self.occurrence,
-            positions: None,
         };
         let mut grad = grad.clone();
         for hook in &self.hooks {
@@ -99,7 +98,7 @@ impl CustomOp1 for GradProbe {
             }
         }
         if self.record {
-            let mut records = self.sink.records.lock().unwrap_or_else(|p| p.into_inner());
+            let mut records = crate::util::lock(&self.sink.records);
             records.push(GradRecord {
                 path: self.path.to_string(),
                 occurrence: self.occurrence,
@@ -113,7 +112,7 @@ impl CustomOp1 for GradProbe {
 impl GradProbe {
     fn fail(&self, e: Error) -> candle_core::Error {
         let msg = format!("gradient hook at `{}` failed: {e}", self.path);
-        *self.sink.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        *crate::util::lock(&self.sink.error) = Some(e);
         candle_core::Error::Msg(msg)
     }
 

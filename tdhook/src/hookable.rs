@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 /// What a hook point is, as [`crate::HookPointInfo::kind`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PointKind {
     /// A module: a candle leaf (`Linear`, …) or a nested `Hookable` struct. Hooks fire on it.
     Module,
@@ -61,10 +62,12 @@ pub trait Hookable {
 }
 
 /// The child slot of a field in its parent's hook tree (its declaration index).
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot(pub u32);
 
 /// Stands in the slot table for a `#[hook(skip)]` field: hooking it does not compile.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct SkippedField;
 
@@ -95,6 +98,7 @@ pub fn into_slot<S: IntoSlot>(slot: S) -> Slot {
 }
 
 /// The compile-time slot table of a derived struct, read by [`crate::hook!`].
+#[doc(hidden)]
 pub trait HookFields {
     /// A struct with one [`Slot`] per hooked field, named like the fields.
     type Fields: Copy;

@@ -9,7 +9,7 @@
 //! struct Mlp { c_fc: Linear, c_proj: Linear }
 //!
 //! impl Mlp {
-//!     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+//!     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
 //!         let h = hook!(hx, self.c_fc(x))?.relu()?;
 //!         hook!(hx, self.c_proj(&h))
 //!     }
@@ -54,10 +54,6 @@ pub struct HookEvent<'a> {
     pub direction: Direction,
     /// Which call of this point within the forward (0 for the first).
     pub occurrence: usize,
-    /// The absolute position of each token of this forward, `[batch, tokens]` (u32), when the
-    /// caller set them with [`HookSet::set_positions`] — as generation does at prefill and at
-    /// every decode step, where each step is one token long but its position is not 0.
-    pub positions: Option<&'a Tensor>,
 }
 
 /// A forward hook: sees the point's tensor; `Some` replaces it (same shape).
@@ -96,7 +92,6 @@ struct State<'h> {
     occurrences: Vec<usize>,
     error: Option<Error>,
     sink: Arc<GradSink>,
-    positions: Option<Tensor>,
 }
 
 /// Hooks prepared against one model: patterns are resolved when a hook is added (errors then,
@@ -139,7 +134,6 @@ impl<'h> HookSet<'h> {
                 occurrences: vec![],
                 error: None,
                 sink: Arc::default(),
-                positions: None,
             },
         }
     }
@@ -296,14 +290,8 @@ impl<'h> HookSet<'h> {
         self.state.regs.iter().all(Option::is_none)
     }
 
-    /// Tell hooks the absolute position of each token of the next forwards (`[batch, tokens]`,
-    /// u32); `None` when positions are simply `0..tokens`.
-    pub fn set_positions(&mut self, positions: Option<Tensor>) {
-        self.state.positions = positions;
-    }
-
     /// The context to run one forward with. Occurrence counts start again at 0.
-    pub fn hx(&mut self) -> Hx<'_> {
+    pub fn hx<M: ?Sized>(&mut self) -> Hx<'_, M> {
         if self.plan.is_none() {
             self.plan = Some(self.state.build_plan());
         }
@@ -316,9 +304,9 @@ impl<'h> HookSet<'h> {
     }
 
     /// Run `forward` with this set's hooks; a hook's error comes back typed.
-    pub fn run<R>(
+    pub fn run<M: ?Sized, R>(
         &mut self,
-        forward: impl FnOnce(&mut Hx<'_>) -> candle_core::Result<R>,
+        forward: impl FnOnce(&mut Hx<'_, M>) -> candle_core::Result<R>,
     ) -> Result<R> {
         let res = forward(&mut self.hx());
         match (res, self.state.error.take()) {
@@ -330,26 +318,14 @@ impl<'h> HookSet<'h> {
 
     /// The error of a gradient hook that failed in the last `backward()`, if any.
     pub fn take_grad_error(&self) -> Option<Error> {
-        self.state
-            .sink
-            .error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        crate::util::lock(&self.state.sink.error).take()
     }
 
     /// Gradients recorded by [`HookSet::grad`] points since the last [`HookSet::take_grads`],
     /// in the order backward reached them. A point not on the path to the loss records nothing
     /// (its gradient is zero).
     pub fn take_grads(&self) -> Vec<GradRecord> {
-        std::mem::take(
-            &mut *self
-                .state
-                .sink
-                .records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
+        std::mem::take(&mut *crate::util::lock(&self.state.sink.records))
     }
 }
 
@@ -416,7 +392,6 @@ impl Runner for State<'_> {
             class,
             direction: dir,
             occurrence,
-            positions: self.positions.as_ref(),
         };
         if dir == Direction::Bwd {
             let mut probe = GradProbe {

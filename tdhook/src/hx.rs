@@ -1,6 +1,6 @@
 //! `Hx`, the hook context a forward runs with.
 //!
-//! A forward takes `hx: &mut Hx` and wraps each hooked call in [`crate::hook!`]. With no hooks
+//! A forward takes `hx: &mut Hx<Self>` and wraps each hooked call in [`crate::hook!`]. With no hooks
 //! (`Hx::none()`) every `hook!` is one branch on a `None` and then the plain call: it costs what
 //! plain candle costs. With hooks, the context points at a node of a small tree built when the
 //! hooks were prepared, holding only the paths that carry hooks; a subtree without hooks gets
@@ -8,6 +8,7 @@
 
 use crate::hookable::Slot;
 use candle_core::{Result, Tensor};
+use std::marker::PhantomData;
 
 /// Hook directions, as in tdhook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,22 +91,66 @@ struct Active<'a> {
     run: &'a mut (dyn Runner + 'a),
 }
 
-/// The hook context a forward runs with; see the module docs. Get one from
-/// [`crate::HookSet::hx`] or [`Hx::none`].
-pub struct Hx<'a> {
+/// The hook context a forward of `M` runs with; see the module docs. Get one from
+/// [`crate::HookSet::run`], [`crate::HookSet::hx`] or [`Hx::none`].
+///
+/// The context is typed by the struct whose fields it addresses: `M`'s forward takes
+/// `hx: &mut Hx<Self>`, and [`crate::hook!`] hands a child's forward an `Hx<Child>`. So a
+/// forward that passes its own context straight to a child (`self.inner.forward(x, hx)`,
+/// without `hook!`) does not compile — that context's slots are the parent's fields, and hooks
+/// on them would fire at the child's. `M` costs nothing at run time.
+///
+/// ```compile_fail
+/// use tdhook::prelude::*;
+/// use candle_core::{Result, Tensor};
+/// use candle_nn::Linear;
+///
+/// #[derive(Hookable)]
+/// struct Inner { a: Linear }
+/// #[derive(Hookable)]
+/// struct Outer { first: Linear, inner: Inner }
+///
+/// impl Inner {
+///     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
+///         hook!(hx, self.a(x))
+///     }
+/// }
+/// impl Outer {
+///     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
+///         let y = hook!(hx, self.first(x))?;
+///         self.inner.forward(&y, hx) // error: expected `Hx<Inner>`, found `Hx<Outer>`
+///     }
+/// }
+/// ```
+pub struct Hx<'a, M: ?Sized> {
     active: Option<Active<'a>>,
+    _model: PhantomData<fn(&M)>,
 }
 
-impl<'a> Hx<'a> {
+impl<'a, M: ?Sized> Hx<'a, M> {
     /// No hooks: the forward costs what plain candle costs.
     #[inline]
     pub fn none() -> Self {
-        Hx { active: None }
+        Hx {
+            active: None,
+            _model: PhantomData,
+        }
     }
 
     pub(crate) fn new(node: &'a Node, run: &'a mut (dyn Runner + 'a)) -> Self {
         Hx {
             active: Some(Active { node, run }),
+            _model: PhantomData,
+        }
+    }
+
+    /// The same context, for a type with the same hook tree as `M` (`&M`, `Box<M>`, a wrapper
+    /// that forwards to its inner model without adding a path segment).
+    #[inline]
+    pub fn same_tree<N: ?Sized>(&mut self) -> Hx<'_, N> {
+        match &mut self.active {
+            Some(a) => Hx::new(a.node, &mut *a.run),
+            None => Hx::none(),
         }
     }
 
@@ -115,9 +160,11 @@ impl<'a> Hx<'a> {
         self.active.is_some()
     }
 
-    /// The hook point of field `slot`, or `None` when no hook lies at or below it.
+    /// The hook point of field `slot` of `M`, or `None` when no hook lies at or below it.
+    /// `owner` ties the slot to `M` (see [`crate::hook!`]).
+    #[doc(hidden)]
     #[inline]
-    pub fn point(&mut self, slot: Slot) -> Option<Point<'_>> {
+    pub fn point(&mut self, _owner: Owner<M>, slot: Slot) -> Option<Point<'_>> {
         let active = self.active.as_mut()?;
         let node = active.node.child(slot.0)?;
         Some(Point {
@@ -126,15 +173,15 @@ impl<'a> Hx<'a> {
         })
     }
 
-    /// The hook point of element `index` of list field `slot`.
+    /// The hook point of element `indices` of a list (of lists: `field[i][j]…`) in field `slot`.
+    #[doc(hidden)]
     #[inline]
-    pub fn element(&mut self, slot: Slot, index: usize) -> Option<Point<'_>> {
-        self.element_at(slot, &[index])
-    }
-
-    /// The hook point of element `indices` of a list of lists (`field[i][j]…`) in field `slot`.
-    #[inline]
-    pub fn element_at(&mut self, slot: Slot, indices: &[usize]) -> Option<Point<'_>> {
+    pub fn element_at(
+        &mut self,
+        _owner: Owner<M>,
+        slot: Slot,
+        indices: &[usize],
+    ) -> Option<Point<'_>> {
         let active = self.active.as_mut()?;
         let mut node = active.node.child(slot.0)?;
         for &i in indices {
@@ -147,7 +194,21 @@ impl<'a> Hx<'a> {
     }
 }
 
+/// Ties a slot to the struct that declares it: [`crate::hook!`] takes it from the same value
+/// as the slot, so `Hx<M>` only accepts the fields of `M`.
+#[doc(hidden)]
+pub struct Owner<M: ?Sized>(PhantomData<fn(&M)>);
+
+impl<M: ?Sized> Owner<M> {
+    #[doc(hidden)]
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Owner(PhantomData)
+    }
+}
+
 /// A hook point about to be called, with hooks at or below it. Made by [`crate::hook!`].
+#[doc(hidden)]
 pub struct Point<'a> {
     node: &'a Node,
     run: &'a mut (dyn Runner + 'a),
@@ -196,14 +257,15 @@ impl<'a> Point<'a> {
 
     /// Call a leaf module: pre-hooks on `input`, `f`, then output hooks.
     pub fn leaf(self, input: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        self.nested(input, |x, _| f(x))
+        self.nested::<(), _>(input, |x, _| f(x))
     }
 
-    /// Call a nested module whose forward takes a sub-context one path deeper.
-    pub fn nested<R: HookOutput>(
+    /// Call a nested module whose forward takes a sub-context one path deeper; its type `C` is
+    /// the child's, read from the child's forward.
+    pub fn nested<C: ?Sized, R: HookOutput>(
         self,
         input: &Tensor,
-        f: impl FnOnce(&Tensor, &mut Hx<'_>) -> Result<R>,
+        f: impl FnOnce(&Tensor, &mut Hx<'_, C>) -> Result<R>,
     ) -> Result<R> {
         let Some(point) = self.node.point else {
             return f(input, &mut Hx::new(self.node, self.run));

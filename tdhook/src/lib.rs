@@ -2,7 +2,7 @@
 //!
 //! `#[derive(Hookable)]` on a model struct makes every field a hook point with a static dotted
 //! path (`transformer.h.3.mlp.c_proj`), the names PyTorch's `named_modules()` and the weights use.
-//! A forward takes a hook context `hx: &mut Hx` and marks each hooked call with [`hook!`]; with
+//! A forward takes a hook context `hx: &mut Hx<Self>` and marks each hooked call with [`hook!`]; with
 //! `Hx::none()` it costs what plain candle costs.
 //!
 //! ```
@@ -17,14 +17,14 @@
 //! struct Model { h: Vec<Mlp> }
 //!
 //! impl Mlp {
-//!     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+//!     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
 //!         let h = hook!(hx, self.c_fc(x))?.relu()?;
 //!         hook!(hx, self.c_proj(&h))
 //!     }
 //! }
 //!
 //! impl Model {
-//!     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+//!     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
 //!         let mut x = x.clone();
 //!         for i in 0..self.h.len() {
 //!             x = hook!(hx, self.h[i].forward(&x))?;
@@ -54,34 +54,57 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`hookable`] (the tree), [`hx`] (the context), [`hookset`] (preparing hooks),
-//! [`select`] (paths and patterns), [`tensordict`], [`nn`] (differentiable-when-needed layers),
-//! [`models`] (reference models).
+//! Start with the [`guide`]: deriving `Hookable`, the `hook!` forms, gradients, the model
+//! traits and the words used here.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`guide`] | hook your own model, step by step |
+//! | [`hookable`] | the hook tree the derive implements, and its impls for candle-nn and containers |
+//! | [`points`] | listing a model's hook points |
+//! | [`hx`] | the hook context a forward runs with |
+//! | [`hookset`] | hooks prepared against a model, run with a forward |
+//! | [`select`] | choosing points by path or full-match regex, with class filters |
+//! | [`model`] | the traits the latent methods and generation run: `HookedModel`, `CausalLm` |
+//! | [`latent`] | tdhook's latent methods: caching, patching, probing, steering vectors, activation addition |
+//! | [`generate`] | generation with a key/value cache and per-request steering |
+//! | [`tensordict`] | the nested tensor dict methods read and write ("td in, td out") |
+//! | [`nn`] | layers that stay differentiable when a gradient is wanted |
+//! | [`models`] | reference models (GPT-2, Llama) with the Hugging Face names |
+//! | [`threads`] | running candle's CPU ops on the calling thread |
+//! | [`error`] | the one error type |
+//! | [`kernels`] | the fused kernels (re-exported `tdhook-kernels`) |
 
 extern crate self as tdhook;
 
 pub mod error;
 pub mod generate;
 mod grad;
+pub mod guide;
 pub mod hookable;
 pub mod hookset;
 pub mod hx;
 pub mod latent;
 mod macros;
+pub mod model;
 pub mod models;
 pub mod nn;
 pub mod points;
 pub mod select;
 pub mod tensordict;
 pub mod threads;
+mod util;
 
 pub use error::{Error, Result};
 pub use grad::{GradFn, GradRecord};
-pub use hookable::{
-    HasPath, HookFields, HookPath, HookPoint, Hookable, PointKind, SkippedField, Slot, Visitor,
-};
+pub use hookable::{HasPath, HookPath, HookPoint, Hookable, PointKind, Visitor};
+// Plumbing the derive and `hook!` expand to; not for hand-written code.
+#[doc(hidden)]
+pub use hookable::{HookFields, SkippedField, Slot};
 pub use hookset::{HookEvent, HookFn, HookId, HookSet};
-pub use hx::{Direction, HookOutput, Hx, Point};
+pub use hx::{Direction, HookOutput, Hx};
+#[doc(hidden)]
+pub use hx::{Owner, Point};
 pub use points::{HookPointInfo, HookableExt};
 pub use select::{Pattern, Selector};
 pub use tdhook_derive::Hookable;
@@ -110,6 +133,13 @@ pub mod __private {
         #[inline(always)]
         fn __tdhook_fields(&self) -> Self::Fields {
             Self::FIELDS
+        }
+
+        /// The struct the slots belong to: `hook!` hands it to `Hx<Self>` with the slot, so a
+        /// context only takes its own struct's fields.
+        #[inline(always)]
+        fn __tdhook_owner(&self) -> crate::hx::Owner<Self> {
+            crate::hx::Owner::new()
         }
     }
 

@@ -32,14 +32,14 @@
 /// struct Block { ln: LayerNorm, mlp: Mlp, hook_resid: HookPoint }
 ///
 /// impl Mlp {
-///     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+///     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
 ///         let h = hook!(hx, self.c_fc(x))?.gelu()?;
 ///         hook!(hx, self.c_proj(&h))
 ///     }
 /// }
 ///
 /// impl Block {
-///     fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+///     fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
 ///         let h = hook!(hx, self.ln(x))?;
 ///         let x = (x + hook!(hx, self.mlp.forward(&h))?)?;
 ///         hook!(hx, self.hook_resid(&x))
@@ -50,11 +50,11 @@
 macro_rules! hook {
     // element of a list of nested modules
     ($hx:expr, $s:ident . $f:tt $( [ $i:expr ] )+ . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
-        let __slot = {
+        let (__owner, __slot) = {
             use $crate::__private::FieldsOf as _;
-            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+            ($s.__tdhook_owner(), $crate::hookable::into_slot($s.__tdhook_fields().$f))
         };
-        match $crate::Hx::element_at($hx, __slot, &[$($i),+]) {
+        match $crate::Hx::element_at($hx, __owner, __slot, &[$($i),+]) {
             ::core::option::Option::None => $s.$f $([$i])+ .$m($first $(, $rest)*, &mut $crate::Hx::none()),
             ::core::option::Option::Some(__point) => __point.nested(
                 $crate::__private::as_tensor(&$first),
@@ -64,11 +64,11 @@ macro_rules! hook {
     }};
     // element of a list of leaves
     ($hx:expr, $s:ident . $f:tt $( [ $i:expr ] )+ ( $first:expr $(, $rest:expr)* $(,)? )) => {{
-        let __slot = {
+        let (__owner, __slot) = {
             use $crate::__private::FieldsOf as _;
-            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+            ($s.__tdhook_owner(), $crate::hookable::into_slot($s.__tdhook_fields().$f))
         };
-        match $crate::Hx::element_at($hx, __slot, &[$($i),+]) {
+        match $crate::Hx::element_at($hx, __owner, __slot, &[$($i),+]) {
             ::core::option::Option::None => {
                 #[allow(unused_imports)]
                 use $crate::__private::{Module as _, OptionalLeaf as _};
@@ -86,11 +86,11 @@ macro_rules! hook {
     }};
     // nested module in an `Option` field: `self.f?.m(x, ..)`; an error if the field is None
     ($hx:expr, $s:ident . $f:tt ? . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
-        let __slot = {
+        let (__owner, __slot) = {
             use $crate::__private::FieldsOf as _;
-            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+            ($s.__tdhook_owner(), $crate::hookable::into_slot($s.__tdhook_fields().$f))
         };
-        match (&$s.$f, $crate::Hx::point($hx, __slot)) {
+        match (&$s.$f, $crate::Hx::point($hx, __owner, __slot)) {
             (::core::option::Option::None, _) => ::core::result::Result::Err(
                 $crate::__private::none_field(stringify!($f)),
             ),
@@ -105,11 +105,11 @@ macro_rules! hook {
     }};
     // nested module
     ($hx:expr, $s:ident . $f:tt . $m:ident ( $first:expr $(, $rest:expr)* $(,)? )) => {{
-        let __slot = {
+        let (__owner, __slot) = {
             use $crate::__private::FieldsOf as _;
-            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+            ($s.__tdhook_owner(), $crate::hookable::into_slot($s.__tdhook_fields().$f))
         };
-        match $crate::Hx::point($hx, __slot) {
+        match $crate::Hx::point($hx, __owner, __slot) {
             ::core::option::Option::None => $s.$f.$m($first $(, $rest)*, &mut $crate::Hx::none()),
             ::core::option::Option::Some(__point) => __point.nested(
                 $crate::__private::as_tensor(&$first),
@@ -119,11 +119,11 @@ macro_rules! hook {
     }};
     // leaf module
     ($hx:expr, $s:ident . $f:tt ( $first:expr $(, $rest:expr)* $(,)? )) => {{
-        let __slot = {
+        let (__owner, __slot) = {
             use $crate::__private::FieldsOf as _;
-            $crate::hookable::into_slot($s.__tdhook_fields().$f)
+            ($s.__tdhook_owner(), $crate::hookable::into_slot($s.__tdhook_fields().$f))
         };
-        match $crate::Hx::point($hx, __slot) {
+        match $crate::Hx::point($hx, __owner, __slot) {
             ::core::option::Option::None => {
                 #[allow(unused_imports)]
                 use $crate::__private::{Module as _, OptionalLeaf as _};

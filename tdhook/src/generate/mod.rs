@@ -1,5 +1,5 @@
 //! Generation with a key/value cache, where hooks fire at prefill and at every decode step and
-//! know each token's absolute position ([`HookEvent::positions`](crate::HookEvent::positions)).
+//! know each token's absolute position ([`TokenPositions`], from [`GenerateHooks::positions`]).
 //!
 //! Prompts of different lengths are left-padded; positions come from the attention mask (pads
 //! excluded), not from tensor indices, so a steering hook sees position 5 for the sixth real
@@ -19,102 +19,25 @@
 //! # Ok(()) }
 //! ```
 
+mod hooks;
 mod sampling;
 mod steer;
 mod vector;
 
+pub use hooks::{GenerateHooks, TokenPositions};
 pub use sampling::Sampling;
 pub use steer::{BatchSteering, SteerScope};
 pub use vector::{SteeringSpec, SteeringVector};
 
+pub use crate::model::CausalLm;
+
 use crate::error::{Error, Result};
-use crate::hookable::Hookable;
-use crate::hookset::HookSet;
 use crate::hx::Hx;
-use crate::models::gpt2::Gpt2;
-use crate::models::kv::KvCache;
-use crate::models::llama::Llama;
 use candle_core::{Device, Tensor};
 use sampling::{Rng, pick};
 
-/// Position value [`HookEvent::positions`](crate::HookEvent::positions) gives padding tokens.
+/// Position value [`TokenPositions`] gives padding tokens.
 pub const PAD_POSITION: u32 = u32::MAX;
-
-/// A causal language model the generation loop can drive (one loop for every family).
-pub trait CausalLm: Hookable {
-    /// The model's key/value cache.
-    type Cache;
-    /// An empty cache.
-    fn new_cache(&self) -> Self::Cache;
-    /// Vocabulary size.
-    fn vocab_size(&self) -> usize;
-    /// Longest sequence the model can position.
-    fn max_positions(&self) -> usize;
-    /// The device the model lives on.
-    fn device(&self) -> Device;
-    /// One step: `ids [B, T]` (u32), `positions [B, T]` (u32), additive `mask [B, 1, T, S]`
-    /// (S = cached + T) → logits `[B, T, vocab]`, appending to `cache`.
-    fn forward_step(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        mask: &Tensor,
-        cache: &mut Self::Cache,
-        hx: &mut Hx<'_>,
-    ) -> candle_core::Result<Tensor>;
-}
-
-impl CausalLm for Gpt2 {
-    type Cache = KvCache;
-    fn new_cache(&self) -> KvCache {
-        KvCache::default()
-    }
-    fn vocab_size(&self) -> usize {
-        self.config().vocab_size
-    }
-    fn max_positions(&self) -> usize {
-        self.config().n_positions
-    }
-    fn device(&self) -> Device {
-        self.lm_head.weight().device().clone()
-    }
-    fn forward_step(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        mask: &Tensor,
-        cache: &mut KvCache,
-        hx: &mut Hx<'_>,
-    ) -> candle_core::Result<Tensor> {
-        Gpt2::forward_step(self, ids, positions, mask, Some(cache), hx)
-    }
-}
-
-impl CausalLm for Llama {
-    type Cache = KvCache;
-    fn new_cache(&self) -> KvCache {
-        KvCache::default()
-    }
-    fn vocab_size(&self) -> usize {
-        self.config().vocab_size
-    }
-    fn max_positions(&self) -> usize {
-        self.config().max_position_embeddings
-    }
-    fn device(&self) -> Device {
-        self.lm_head.weight().device().clone()
-    }
-    fn forward_step(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        mask: &Tensor,
-        cache: &mut KvCache,
-        hx: &mut Hx<'_>,
-    ) -> candle_core::Result<Tensor> {
-        Llama::forward_step(self, ids, positions, mask, Some(cache), hx)
-    }
-}
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -187,7 +110,7 @@ pub fn generate<M: CausalLm + ?Sized>(
     model: &M,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
-    mut hooks: Option<&mut HookSet<'_>>,
+    mut hooks: Option<&mut GenerateHooks<'_>>,
 ) -> Result<Vec<Vec<u32>>> {
     opts.sampling.validate()?;
     if prompts.is_empty() {
@@ -244,9 +167,9 @@ pub fn generate<M: CausalLm + ?Sized>(
         let input = Tensor::from_vec(ids.clone(), (b, t), &device)?;
         let logits = match hooks.as_deref_mut() {
             Some(h) => {
-                h.set_positions(Some(hook_pos));
+                h.positions.set(Some(hook_pos));
                 let r = h.run(|hx| model.forward_step(&input, &model_pos, &mask, &mut cache, hx));
-                h.set_positions(None);
+                h.positions.set(None);
                 r?
             }
             None => model.forward_step(&input, &model_pos, &mask, &mut cache, &mut Hx::none())?,

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Sampling {
     /// The most likely token (ties: the lowest id).
     Greedy,

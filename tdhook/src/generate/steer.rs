@@ -1,7 +1,7 @@
 //! Per-request steering inside one batch: each row its own vector (or none) and coefficient,
 //! applied only to the tokens in scope, by absolute position.
 
-use super::{CausalLm, PAD_POSITION, SteeringVector};
+use super::{CausalLm, GenerateHooks, PAD_POSITION, SteeringVector};
 use crate::error::{Error, Result};
 use crate::hookset::HookSet;
 use crate::hx::Direction;
@@ -14,6 +14,7 @@ use tdhook_kernels::{Positions, Rows};
 /// Which tokens steering touches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SteerScope {
     /// Prompt and generated tokens.
     #[default]
@@ -27,7 +28,7 @@ pub enum SteerScope {
 /// Steering for a batch: `rows[b] = Some((vector index, coefficient))` or `None`.
 ///
 /// ```
-/// use tdhook::generate::{generate, BatchSteering, GenerateOptions, SteerScope, SteeringVector};
+/// use tdhook::generate::{generate, BatchSteering, GenerateHooks, GenerateOptions, SteerScope, SteeringVector};
 /// use tdhook::models::gpt2::{Gpt2, Gpt2Config};
 /// use tdhook::prelude::*;
 /// use candle_core::{DType, Device, Tensor};
@@ -38,7 +39,7 @@ pub enum SteerScope {
 ///
 /// let prompts = vec![vec![1, 2, 3], vec![4, 5]];
 /// let steering = BatchSteering::new(vec![v], vec![Some((0, 8.0)), None], SteerScope::All);
-/// let mut hooks = HookSet::new(&model);
+/// let mut hooks = GenerateHooks::new(&model);
 /// steering.install(&model, &mut hooks, &prompts)?;
 /// let out = generate(&model, &prompts, &GenerateOptions { max_new_tokens: 4, ..Default::default() }, Some(&mut hooks))?;
 /// assert_eq!(out.len(), 2);
@@ -81,7 +82,7 @@ impl BatchSteering {
     pub fn install<M: CausalLm + ?Sized>(
         &self,
         model: &M,
-        hooks: &mut HookSet<'_>,
+        hooks: &mut GenerateHooks<'_>,
         prompts: &[Vec<u32>],
     ) -> Result<()> {
         let b = prompts.len();
@@ -155,6 +156,7 @@ impl BatchSteering {
             let rows = Rows::per_row(row_of);
             let scope = self.scope;
             let prompt_lens = prompt_lens.clone();
+            let token_positions = hooks.positions();
             hooks.add(Selector::exact(path.clone()), Direction::Fwd, move |ev, out| {
                 let dims = out.dims();
                 if dims.len() != 3 || dims[0] != prompt_lens.len() {
@@ -164,7 +166,8 @@ impl BatchSteering {
                         prompt_lens.len()
                     )));
                 }
-                let Some(positions) = scope_positions(ev.positions, &prompt_lens, dims[1], scope)?
+                let step = token_positions.get();
+                let Some(positions) = scope_positions(step.as_ref(), &prompt_lens, dims[1], scope)?
                 else {
                     return Ok(None);
                 };

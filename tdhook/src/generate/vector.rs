@@ -5,7 +5,7 @@ use super::steer::SteerScope;
 use crate::error::{Error, Result};
 use crate::latent::TokenReduction;
 use crate::tensordict::TensorDict;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Add, Mul, Neg, Sub};
@@ -50,20 +50,7 @@ pub struct SteeringVector {
 }
 
 fn check_finite(path: &str, v: &Tensor) -> Result<()> {
-    let s = v
-        .to_dtype(DType::F32)?
-        .abs()?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    if s.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::NotFinite {
-            what: "steering vector",
-            path: path.to_string(),
-            fix: "recompute it from finite activations, or drop that path",
-        })
-    }
+    crate::util::check_finite(v, "steering vector", path, crate::util::STEERING_NOT_FINITE)
 }
 
 impl SteeringVector {

@@ -1,6 +1,7 @@
 //! ActivationCaching: keep what the hook points a pattern selects saw.
 
-use super::batch::{input_at, input_key, run_model, unflatten_dict};
+use super::batch::{input_at, input_key, unflatten_dict};
+use super::core::{CacheCallback, Capture, LossFn, check_directions, forward};
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
 use crate::hookset::{HookEvent, HookSet};
@@ -9,15 +10,11 @@ use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
 use candle_core::{Device, Tensor};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-
-/// `callback(event, tensor) -> value to cache` (tdhook's `callback`).
-pub type CacheCallback = dyn Fn(&HookEvent<'_>, &Tensor) -> Result<Tensor> + Send + Sync;
-/// The scalar whose gradient `Bwd` caching records, from the model's output.
-pub type LossFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
+use std::sync::Arc;
 
 /// Which token positions to keep, along the token dim (default dim 1: `[batch, token, …]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TokenSelect {
     /// Every position (tdhook's behaviour).
     #[default]
@@ -212,89 +209,52 @@ impl ActivationCaching {
         &self,
         model: &'m M,
     ) -> Result<PreparedCaching<'m, M>> {
-        if self.directions.is_empty() {
-            return Err(Error::Invalid(
-                "ActivationCaching needs at least one direction".into(),
-            ));
-        }
-        if self.directions.contains(&Direction::Bwd) && self.loss.is_none() {
-            return Err(Error::Invalid(
-                "caching `Bwd` needs the loss to differentiate: add `.loss(|output| ...)`, \
-                 e.g. `.loss(|y| Ok(y.sum_all()?))`"
-                    .into(),
-            ));
-        }
+        check_directions("ActivationCaching", &self.directions, self.loss.is_some())?;
         let mut hooks = hook_set(model, self.relative);
         let points = hooks.resolve(self.selector.clone())?;
-        let store = Arc::new(Mutex::new(TensorDict::unbatched()));
+        let capture = Capture::default();
         for &dir in &self.directions {
             if dir == Direction::Bwd {
                 hooks.grad_at(points.clone())?;
-                continue;
+            } else {
+                capture.record(&mut hooks, points.clone(), dir, "callback", self.value())?;
             }
-            let store = store.clone();
-            let writer = self.writer(dir);
-            hooks.add_at(points.clone(), dir, "callback", move |ev, t| {
-                let (key, value) = writer(ev, t)?;
-                lock(&store).insert(key, value)?;
-                Ok(None)
-            })?;
         }
         Ok(PreparedCaching {
             model,
             hooks,
-            store,
+            capture,
             config: self.clone(),
-            started: false,
         })
     }
 
-    /// The (key, value) a hook event stores.
-    fn writer(
-        &self,
-        dir: Direction,
-    ) -> impl Fn(&HookEvent<'_>, &Tensor) -> Result<(Key, Tensor)> + 'static {
+    /// The value a hook event caches: the callback's (or the tensor), its selected tokens, on
+    /// the chosen device.
+    fn value(&self) -> impl Fn(&HookEvent<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static {
         let callback = self.callback.clone();
         let tokens = self.tokens.clone();
         let token_dim = self.token_dim;
         let device = self.device.clone();
-        let nested = self.nested();
         move |ev, t| {
             let value = match &callback {
                 Some(f) => f(ev, t)?,
                 None => t.clone(),
             };
             let value = tokens.apply(&value.detach(), token_dim, ev.path)?;
-            let value = match &device {
+            Ok(match &device {
                 Some(d) => value.to_device(d)?,
                 None => value,
-            };
-            let name = if ev.occurrence == 0 {
-                ev.path.to_string()
-            } else {
-                format!("{}@{}", ev.path, ev.occurrence)
-            };
-            let key = if nested {
-                Key::from((dir.as_str(), name.as_str()))
-            } else {
-                Key::from(name)
-            };
-            Ok((key, value))
+            })
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// [`ActivationCaching`] prepared against one model.
 pub struct PreparedCaching<'m, M: ?Sized> {
     model: &'m M,
     hooks: HookSet<'static>,
-    store: Arc<Mutex<TensorDict>>,
+    capture: Capture,
     config: ActivationCaching,
-    started: bool,
 }
 
 impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
@@ -325,53 +285,50 @@ impl<M: HookedModel + ?Sized> PreparedCaching<'_, M> {
     }
 
     fn run_tensor(&mut self, input: &Tensor, batch: &[usize]) -> Result<(Tensor, TensorDict)> {
-        {
-            let mut cache = lock(&self.store);
-            if self.config.clear_cache {
-                // tdhook clears the cache (the given one included) when the context is entered.
-                *cache = TensorDict::unbatched();
-            } else if !self.started
-                && let Some(initial) = &self.config.cache
-            {
-                *cache = initial.clone();
-            }
-            self.started = true;
+        if self.config.clear_cache {
+            // tdhook clears the cache (the given one included) when the context is entered.
+            self.capture.clear();
         }
-        let output = run_model(self.model, &mut self.hooks, input, batch)?;
-        if let Some(loss_fn) = &self.config.loss
-            && self.config.directions.contains(&Direction::Bwd)
-        {
-            let loss = loss_fn(&output)?;
-            loss.backward()?;
-            if let Some(e) = self.hooks.take_grad_error() {
-                return Err(e);
-            }
-            let writer = self.config.writer(Direction::Bwd);
-            let mut cache = lock(&self.store);
-            for rec in self.hooks.take_grads() {
+        let loss = self
+            .config
+            .directions
+            .contains(&Direction::Bwd)
+            .then_some(self.config.loss.as_deref())
+            .flatten();
+        let (output, grads) = forward(self.model, &mut self.hooks, input, batch, loss)?;
+        if !grads.is_empty() {
+            let value = self.config.value();
+            for (site, grad) in grads {
                 let class = self
                     .hooks
                     .points()
                     .iter()
-                    .find(|p| p.path == rec.path)
+                    .find(|p| p.path == site.path)
                     .map_or("", |p| p.class);
                 let ev = HookEvent {
-                    path: &rec.path,
+                    path: &site.path,
                     class,
                     direction: Direction::Bwd,
-                    occurrence: rec.occurrence,
-                    positions: None,
+                    occurrence: site.occurrence,
                 };
-                let (key, value) = writer(&ev, &rec.grad)?;
-                cache.insert(key, value)?;
+                let v = value(&ev, &grad)?;
+                self.capture.insert(site, v);
             }
         }
-        let cache = lock(&self.store).clone();
-        Ok((output.detach(), unflatten_dict(&cache, batch)?))
+        Ok((output, unflatten_dict(&self.current_cache()?, batch)?))
     }
 
-    /// The cache as it stands (what the last run filled).
-    pub fn current_cache(&self) -> TensorDict {
-        lock(&self.store).clone()
+    /// The cache as it stands (what the runs so far filled, on top of the initial cache when
+    /// `clear_cache(false)`).
+    pub fn current_cache(&self) -> Result<TensorDict> {
+        let mut cache = match (&self.config.cache, self.config.clear_cache) {
+            (Some(initial), false) => initial.clone(),
+            _ => TensorDict::unbatched(),
+        };
+        let nested = self.config.nested();
+        for (site, t) in self.capture.snapshot().iter() {
+            cache.insert(site.key(nested), t.clone())?;
+        }
+        Ok(cache)
     }
 }

@@ -19,11 +19,13 @@
 
 mod batch;
 mod caching;
+mod core;
 mod patching;
 pub mod probing;
 mod steering;
 
 pub use caching::{ActivationCaching, PreparedCaching, TokenSelect};
+pub use core::{CacheCallback, LossFn};
 pub use patching::{ActivationPatching, PreparedPatching};
 pub use probing::{PreparedProbing, Probing};
 pub use steering::{
@@ -31,47 +33,13 @@ pub use steering::{
 };
 
 use crate::hookable::Hookable;
-use crate::hx::Hx;
-use candle_core::Tensor;
 
 /// The key tdhook reads the model's input from.
 pub const INPUT: &str = "input";
 /// The key tdhook writes the model's output to.
 pub const OUTPUT: &str = "output";
 
-/// A model the latent methods can run: one tensor in (what the dict holds at `input`), one out.
-///
-/// ```
-/// use tdhook::prelude::*;
-/// use tdhook::latent::HookedModel;
-/// use candle_core::{Result, Tensor};
-/// use candle_nn::Linear;
-///
-/// #[derive(Hookable)]
-/// struct Probe { fc: Linear }
-///
-/// impl HookedModel for Probe {
-///     fn forward_hooked(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
-///         hook!(hx, self.fc(x))
-///     }
-/// }
-/// ```
-pub trait HookedModel: Hookable {
-    /// The forward with hooks.
-    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor>;
-}
-
-impl HookedModel for crate::models::gpt2::Gpt2 {
-    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor> {
-        self.forward(input, hx)
-    }
-}
-
-impl<M: HookedModel + ?Sized> HookedModel for &M {
-    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor> {
-        (**self).forward_hooked(input, hx)
-    }
-}
+pub use crate::model::HookedModel;
 
 /// A new hook set over `model`, relative or `module.`-prefixed.
 pub(crate) fn hook_set<M: Hookable + ?Sized>(model: &M, relative: bool) -> crate::HookSet<'static> {

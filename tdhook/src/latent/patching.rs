@@ -1,8 +1,10 @@
 //! ActivationPatching: a clean run, then a corrupted run with chosen activations replaced by the
 //! clean ones.
 
-use super::batch::{input_at, input_key, run_model, unflatten_dict};
-use super::caching::CacheCallback;
+use super::batch::{input_at, input_key, unflatten_dict};
+use super::core::{
+    CacheCallback, Capture, callback_value, check_same_shape, forward, kernel_error,
+};
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
 use crate::hookset::{HookEvent, HookSet};
@@ -10,9 +12,8 @@ use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
 use candle_core::Tensor;
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tdhook_kernels::Positions;
 
 /// `patch_fn(module_key, output, output_to_patch)`: the corrupted output and the clean one it
@@ -182,17 +183,12 @@ impl ActivationPatching {
         self
     }
 
-    /// Resolve the paths against `model` (unknown paths are errors now) and install the hooks.
+    /// Resolve the paths against `model` (unknown paths are errors now) and install the hooks:
+    /// one set captures the clean run, the other replays it into the corrupted run.
     pub fn prepare<'m, M: HookedModel + ?Sized>(
         &self,
         model: &'m M,
     ) -> Result<PreparedPatching<'m, M>> {
-        let mut hooks = hook_set(model, self.relative);
-        let points = resolve_all(&hooks, &self.modules)?;
-        let state = Arc::new(Mutex::new(PatchState::default()));
-        let hook_state = state.clone();
-        let patch_fn = self.patch_fn.clone();
-        let cache_callback = self.cache_callback.clone();
         if self.patch_fn.is_some() && self.region.is_some() {
             return Err(Error::Invalid(
                 "ActivationPatching has both a patch_fn and positions / channels / alpha; the \
@@ -208,44 +204,37 @@ impl ActivationPatching {
                 r.alpha
             )));
         }
+        let capture = Capture::default();
+        let mut clean_hooks = hook_set(model, self.relative);
+        let points = resolve_all(&clean_hooks, &self.modules)?;
+        capture.record(
+            &mut clean_hooks,
+            points.clone(),
+            Direction::Fwd,
+            "cache_callback",
+            callback_value(self.cache_callback.clone()),
+        )?;
+        let mut patch_hooks = hook_set(model, self.relative);
+        let patch_fn = self.patch_fn.clone();
         let region = self.region.clone();
-        hooks.add_at(points, Direction::Fwd, "patch_fn", move |ev, t| {
-            let mut st = hook_state.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (ev.path.to_string(), ev.occurrence);
-            if !st.patching {
-                let value = match &cache_callback {
-                    Some(f) => f(ev, t)?,
-                    None => t.clone(),
-                };
-                st.captured.insert(key, value);
-                return Ok(None);
-            }
-            let Some(clean) = st.captured.get(&key) else {
-                return Err(Error::Invalid(format!(
-                    "the corrupted run calls `{}` {} time(s) or more, but the clean run called it \
-                     only {}; clean and corrupted inputs must take the same path through the model",
-                    ev.path,
-                    ev.occurrence + 1,
-                    ev.occurrence
-                )));
-            };
-            let replacement = match (&patch_fn, &region) {
-                (Some(f), _) => f(ev.path, t, clean)?.unwrap_or_else(|| clean.clone()),
-                (None, None) => clean.clone(),
+        capture.replay(
+            &mut patch_hooks,
+            points,
+            "patch_fn",
+            move |path, t, clean| match (&patch_fn, &region) {
+                (Some(f), _) => Ok(f(path, t, clean)?.unwrap_or_else(|| clean.clone())),
+                (None, None) => Ok(clean.clone()),
                 (None, Some(r)) => {
                     tdhook_kernels::patch(t, clean, &r.positions, r.channels.clone(), r.alpha)
-                        .map_err(|e| Error::Kernel {
-                            path: ev.path.to_string(),
-                            source: Box::new(e),
-                        })?
+                        .map_err(kernel_error(path))
                 }
-            };
-            Ok(Some(replacement))
-        })?;
+            },
+        )?;
         Ok(PreparedPatching {
             model,
-            hooks,
-            state,
+            clean_hooks,
+            patch_hooks,
+            capture,
             config: self.clone(),
         })
     }
@@ -269,17 +258,14 @@ pub(crate) fn resolve_all(hooks: &HookSet<'_>, selectors: &[Selector]) -> Result
     Ok(points)
 }
 
-#[derive(Default)]
-struct PatchState {
-    patching: bool,
-    captured: HashMap<(String, usize), Tensor>,
-}
-
 /// [`ActivationPatching`] prepared against one model.
 pub struct PreparedPatching<'m, M: ?Sized> {
     model: &'m M,
-    hooks: HookSet<'static>,
-    state: Arc<Mutex<PatchState>>,
+    /// Captures the clean run.
+    clean_hooks: HookSet<'static>,
+    /// Replays the capture into the corrupted run.
+    patch_hooks: HookSet<'static>,
+    capture: Capture,
     config: ActivationPatching,
 }
 
@@ -289,15 +275,13 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
         let (clean_in, batch) = input_at(td, &input_key(None))?;
         let corrupted_key = input_key(Some(&self.config.patch_key));
         let (corrupt_in, corrupt_batch) = input_at(td, &corrupted_key)?;
-        if clean_in.dims() != corrupt_in.dims() {
-            return Err(Error::InputMismatch {
-                what: "ActivationPatching",
-                a: "input".into(),
-                a_shape: clean_in.dims().to_vec(),
-                b: corrupted_key.to_string(),
-                b_shape: corrupt_in.dims().to_vec(),
-            });
-        }
+        check_same_shape(
+            "ActivationPatching",
+            "input",
+            clean_in,
+            &corrupted_key,
+            corrupt_in,
+        )?;
         let (clean_out, patched_out) = self.run_pair(
             &clean_in.clone(),
             &corrupt_in.clone(),
@@ -308,18 +292,7 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
         out.insert(OUTPUT, clean_out)?;
         out.insert(self.config.patch_key.join(OUTPUT), patched_out)?;
         if !self.config.clean_intermediate_keys {
-            let mut cache = TensorDict::unbatched();
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let mut entries: Vec<_> = st.captured.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            for ((path, occ), t) in entries {
-                let name = if *occ == 0 {
-                    path.clone()
-                } else {
-                    format!("{path}@{occ}")
-                };
-                cache.insert(name, t.clone())?;
-            }
+            let cache = self.capture.snapshot().to_dict(false)?;
             out.insert_dict("_cache", unflatten_dict(&cache, &batch)?)?;
         }
         Ok(out)
@@ -327,15 +300,7 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
 
     /// The typed face: `(clean output, patched output)` for two inputs of one shape.
     pub fn patch(&mut self, clean: &Tensor, corrupted: &Tensor) -> Result<(Tensor, Tensor)> {
-        if clean.dims() != corrupted.dims() {
-            return Err(Error::InputMismatch {
-                what: "ActivationPatching",
-                a: "clean".into(),
-                a_shape: clean.dims().to_vec(),
-                b: "corrupted".into(),
-                b_shape: corrupted.dims().to_vec(),
-            });
-        }
+        check_same_shape("ActivationPatching", "clean", clean, "corrupted", corrupted)?;
         let batch = clean.dims().first().map(|&b| vec![b]).unwrap_or_default();
         self.run_pair(clean, corrupted, &batch, &batch)
     }
@@ -347,21 +312,15 @@ impl<M: HookedModel + ?Sized> PreparedPatching<'_, M> {
         batch: &[usize],
         corrupt_batch: &[usize],
     ) -> Result<(Tensor, Tensor)> {
-        {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.patching = false;
-            st.captured.clear();
-        }
-        let clean_out = run_model(self.model, &mut self.hooks, clean, batch)?;
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .patching = true;
-        let patched_out = run_model(self.model, &mut self.hooks, corrupted, corrupt_batch);
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .patching = false;
-        Ok((clean_out, patched_out?))
+        self.capture.clear();
+        let (clean_out, _) = forward(self.model, &mut self.clean_hooks, clean, batch, None)?;
+        let (patched_out, _) = forward(
+            self.model,
+            &mut self.patch_hooks,
+            corrupted,
+            corrupt_batch,
+            None,
+        )?;
+        Ok((clean_out, patched_out))
     }
 }

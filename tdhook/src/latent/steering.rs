@@ -2,7 +2,7 @@
 //! steering vector of a positive and a negative input).
 
 use super::batch::{input_at, input_key, run_model};
-use super::caching::CacheCallback;
+use super::core::{CacheCallback, Capture, Captures, callback_value, check_same_shape, forward};
 use super::patching::resolve_all;
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
@@ -10,9 +10,10 @@ use crate::hookset::{HookEvent, HookSet};
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
+use crate::util::{STEERING_NOT_FINITE, check_finite};
 use candle_core::Tensor;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// `steer_fn(path, output) -> new output` (same shape).
 pub type SteerFn = dyn Fn(&str, &Tensor) -> Result<Tensor> + Send + Sync;
@@ -62,7 +63,7 @@ impl SteeringVectors {
         let mut by_path: HashMap<String, Tensor> = HashMap::new();
         for (key, v) in vectors.leaves() {
             let path = key.to_string();
-            check_finite(v, &path)?;
+            check_finite(v, "steering vector", &path, STEERING_NOT_FINITE)?;
             by_path.insert(path, (v * coefficient)?);
         }
         let modules: Vec<Selector> = by_path.keys().map(|p| Selector::exact(p.clone())).collect();
@@ -113,20 +114,6 @@ fn add_vector(out: &Tensor, v: &Tensor, path: &str) -> Result<Tensor> {
     Ok(out.broadcast_add(&v.to_dtype(out.dtype())?)?)
 }
 
-fn check_finite(v: &Tensor, path: &str) -> Result<()> {
-    let v = v.to_dtype(candle_core::DType::F32)?.flatten_all()?;
-    let sum = v.abs()?.sum_all()?.to_scalar::<f32>()?;
-    if sum.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::NotFinite {
-            what: "steering vector",
-            path: path.to_string(),
-            fix: "recompute it from finite activations, or drop that path",
-        })
-    }
-}
-
 /// [`SteeringVectors`] prepared against one model.
 pub struct PreparedSteering<'m, M: ?Sized> {
     model: &'m M,
@@ -156,6 +143,7 @@ impl<M: HookedModel + ?Sized> PreparedSteering<'_, M> {
 
 /// How ActivationAddition reduces the token dim of `mean(pos − neg)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TokenReduction {
     /// Keep every position (tdhook's vector: `[T, D]` for `[B, T, D]` activations).
     #[default]
@@ -284,29 +272,18 @@ impl ActivationAddition {
     ) -> Result<PreparedAddition<'m, M>> {
         let mut hooks = hook_set(model, self.relative);
         let points = resolve_all(&hooks, &self.modules)?;
-        let store: Arc<Mutex<HashMap<String, Tensor>>> = Arc::default();
-        let hook_store = store.clone();
-        let callback = self.cache_callback.clone();
-        hooks.add_at(points, Direction::Fwd, "cache_callback", move |ev, t| {
-            let value = match &callback {
-                Some(f) => f(ev, t)?,
-                None => t.clone(),
-            };
-            let name = if ev.occurrence == 0 {
-                ev.path.to_string()
-            } else {
-                format!("{}@{}", ev.path, ev.occurrence)
-            };
-            hook_store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name, value.detach());
-            Ok(None)
-        })?;
+        let capture = Capture::default();
+        capture.record(
+            &mut hooks,
+            points,
+            Direction::Fwd,
+            "cache_callback",
+            callback_value(self.cache_callback.clone()),
+        )?;
         Ok(PreparedAddition {
             model,
             hooks,
-            store,
+            capture,
             config: self.clone(),
         })
     }
@@ -316,9 +293,12 @@ impl ActivationAddition {
 pub struct PreparedAddition<'m, M: ?Sized> {
     model: &'m M,
     hooks: HookSet<'static>,
-    store: Arc<Mutex<HashMap<String, Tensor>>>,
+    capture: Capture,
     config: ActivationAddition,
 }
+
+/// One side's run: its output and what the points saw.
+type Side = (Tensor, Captures);
 
 impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
     /// Set the token reduction used from now on.
@@ -333,15 +313,10 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
         self
     }
 
-    fn capture(
-        &mut self,
-        input: &Tensor,
-        batch: &[usize],
-    ) -> Result<(Tensor, HashMap<String, Tensor>)> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let out = run_model(self.model, &mut self.hooks, input, batch)?;
-        let acts = std::mem::take(&mut *self.store.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok((out, acts))
+    fn capture(&mut self, input: &Tensor, batch: &[usize]) -> Result<Side> {
+        self.capture.clear();
+        let (out, _) = forward(self.model, &mut self.hooks, input, batch, None)?;
+        Ok((out, self.capture.take()))
     }
 
     /// Run on `td`: a new dict with `(steer_key, path)` for each point.
@@ -358,13 +333,8 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
             let (neg_out, neg_acts) = neg;
             out.insert("_positive_out", pos_out)?;
             out.insert("_negative_out", neg_out)?;
-            for (name, acts) in [("_positive_cache", pos_acts), ("_negative_cache", neg_acts)] {
-                let mut d = TensorDict::unbatched();
-                for (path, t) in acts {
-                    d.insert(path.as_str(), t)?;
-                }
-                out.insert_dict(name, d)?;
-            }
+            out.insert_dict("_positive_cache", pos_acts.to_dict(false)?)?;
+            out.insert_dict("_negative_cache", neg_acts.to_dict(false)?)?;
         }
         Ok(out)
     }
@@ -382,51 +352,31 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
         Ok(steer)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn compute(
-        &mut self,
-        td: &TensorDict,
-    ) -> Result<(
-        Vec<(String, Tensor)>,
-        (Tensor, HashMap<String, Tensor>),
-        (Tensor, HashMap<String, Tensor>),
-    )> {
+    fn compute(&mut self, td: &TensorDict) -> Result<(Vec<(String, Tensor)>, Side, Side)> {
         let pos_key = input_key(Some(&self.config.positive_key));
         let neg_key = input_key(Some(&self.config.negative_key));
         let (pos_in, batch) = input_at(td, &pos_key)?;
         let (neg_in, neg_batch) = input_at(td, &neg_key)?;
-        if pos_in.dims() != neg_in.dims() {
-            return Err(Error::InputMismatch {
-                what: "ActivationAddition",
-                a: pos_key.to_string(),
-                a_shape: pos_in.dims().to_vec(),
-                b: neg_key.to_string(),
-                b_shape: neg_in.dims().to_vec(),
-            });
-        }
+        check_same_shape("ActivationAddition", &pos_key, pos_in, &neg_key, neg_in)?;
         let (pos_in, neg_in) = (pos_in.clone(), neg_in.clone());
         let pos = self.capture(&pos_in, &batch)?;
         let neg = self.capture(&neg_in, &neg_batch)?;
         let n_batch: usize = batch.iter().product();
-        let mut paths: Vec<&String> = pos.1.keys().collect();
-        paths.sort();
         let mut vectors = Vec::new();
-        for path in paths {
-            let p = &pos.1[path];
-            let n = neg.1.get(path).ok_or_else(|| {
+        for (site, p) in pos.1.iter() {
+            let name = site.name();
+            let n = neg.1.get(site).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "`{path}` ran for the positive input but not the negative one"
+                    "`{name}` ran for the positive input but not the negative one"
                 ))
             })?;
-            if p.dims() != n.dims() {
-                return Err(Error::InputMismatch {
-                    what: "ActivationAddition activations",
-                    a: format!("positive {path}"),
-                    a_shape: p.dims().to_vec(),
-                    b: format!("negative {path}"),
-                    b_shape: n.dims().to_vec(),
-                });
-            }
+            check_same_shape(
+                "ActivationAddition activations",
+                format!("positive {name}"),
+                p,
+                format!("negative {name}"),
+                n,
+            )?;
             let diff = (p - n)?;
             // Mean over the (flattened) batch dim when the activation has it first.
             let v = if diff.dims().first() == Some(&n_batch) {
@@ -443,7 +393,7 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
                 TokenReduction::MeanTokens if v.rank() >= 2 => v.mean(0)?,
                 _ => v,
             };
-            vectors.push((path.clone(), (v * self.config.coefficient)?));
+            vectors.push((name, (v * self.config.coefficient)?));
         }
         Ok((vectors, pos, neg))
     }

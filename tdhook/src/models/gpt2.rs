@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::hook;
 use crate::hookable::HookPoint;
 use crate::hx::Hx;
+use crate::model::{CausalLm, HookedModel};
 use crate::nn::{Conv1D, Dropout, LayerNorm, NewGelu, softmax_last_dim};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -137,7 +138,7 @@ impl Attention {
         x: &Tensor,
         mask: &Tensor,
         kv: Option<&mut LayerKv>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.n_head;
@@ -191,7 +192,7 @@ impl Mlp {
     }
 
     /// `x: [B, T, D]`.
-    pub fn forward(&self, x: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.c_fc(x))?;
         let h = hook!(hx, self.act(&h))?;
         let h = hook!(hx, self.c_proj(&h))?;
@@ -230,7 +231,7 @@ impl Block {
         x: &Tensor,
         mask: &Tensor,
         kv: Option<&mut LayerKv>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.ln_1(x))?;
         let x = (x + hook!(hx, self.attn.forward(&h, mask, kv))?)?;
@@ -257,7 +258,7 @@ pub struct Gpt2Model {
 
 impl Gpt2Model {
     /// `ids: [B, T]` (u32 or i64) → hidden states `[B, T, D]`, positions `0..T`.
-    pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let positions = Tensor::arange(0u32, t as u32, ids.device())?.unsqueeze(0)?;
         let mask = causal_mask(t, DType::F32, ids.device())?;
@@ -272,7 +273,7 @@ impl Gpt2Model {
         positions: &Tensor,
         mask: &Tensor,
         mut cache: Option<&mut KvCache>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let tok = hook!(hx, self.wte(ids))?;
         let pos = hook!(hx, self.wpe(positions))?;
@@ -290,7 +291,7 @@ impl Gpt2Model {
     }
 }
 
-pub use super::kv::{KvCache, LayerKv};
+use super::kv::{KvCache, LayerKv};
 
 /// Additive causal mask `[1, 1, T, T]`: 0 on and below the diagonal, −inf above.
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
@@ -416,7 +417,7 @@ impl Gpt2 {
     }
 
     /// `ids: [B, T]` → logits `[B, T, vocab]`.
-    pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.transformer.forward(ids))?;
         hook!(hx, self.lm_head(&h))
     }
@@ -428,7 +429,7 @@ impl Gpt2 {
         positions: &Tensor,
         mask: &Tensor,
         cache: Option<&mut KvCache>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let h = hook!(
             hx,
@@ -441,5 +442,37 @@ impl Gpt2 {
 impl Module for Gpt2 {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         Gpt2::forward(self, ids, &mut Hx::none())
+    }
+}
+
+impl HookedModel for Gpt2 {
+    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_, Self>) -> candle_core::Result<Tensor> {
+        self.forward(input, hx)
+    }
+}
+
+impl CausalLm for Gpt2 {
+    type Cache = KvCache;
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config().n_positions
+    }
+    fn device(&self) -> Device {
+        self.lm_head.weight().device().clone()
+    }
+    fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        hx: &mut Hx<'_, Self>,
+    ) -> candle_core::Result<Tensor> {
+        Gpt2::forward_step(self, ids, positions, mask, Some(cache), hx)
     }
 }

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::hook;
 use crate::hookable::HookPoint;
 use crate::hx::Hx;
+use crate::model::{CausalLm, HookedModel};
 use crate::nn::{RmsNorm, softmax_last_dim};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
@@ -334,7 +335,7 @@ impl RotaryEmbedding {
         &self,
         x: &Tensor,
         positions: &Tensor,
-        _hx: &mut Hx,
+        _hx: &mut Hx<Self>,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let freqs = positions
             .to_dtype(DType::F32)?
@@ -445,7 +446,7 @@ impl Attention {
         sin: &Tensor,
         mask: Option<&Tensor>,
         kv: Option<&mut LayerKv>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
@@ -509,7 +510,7 @@ impl Mlp {
     }
 
     /// `x: [B, T, D]` → `[B, T, D]` (calls in HF's order: gate, act, up, down).
-    pub fn forward(&self, x: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let g = hook!(hx, self.gate_proj(x))?;
         let g = hook!(hx, self.act_fn(&g))?;
         let u = hook!(hx, self.up_proj(x))?;
@@ -561,7 +562,7 @@ impl DecoderLayer {
         sin: &Tensor,
         mask: Option<&Tensor>,
         kv: Option<&mut LayerKv>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let x = hook!(hx, self.hook_resid_pre(x))?;
         let h = hook!(hx, self.input_layernorm(&x))?;
@@ -588,7 +589,7 @@ pub struct LlamaModel {
 
 impl LlamaModel {
     /// `ids: [B, T]` (u32 or i64) → hidden states `[B, T, D]`, positions `0..T`, causal mask.
-    pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let x = hook!(hx, self.embed_tokens(ids))?;
         let positions = Tensor::arange(0u32, t as u32, ids.device())?.unsqueeze(0)?;
@@ -608,7 +609,7 @@ impl LlamaModel {
         positions: &Tensor,
         mask: &Tensor,
         cache: Option<&mut KvCache>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let x = hook!(hx, self.embed_tokens(ids))?;
         self.forward_embeds(&x, positions, Some(mask), cache, hx)
@@ -623,7 +624,7 @@ impl LlamaModel {
         positions: &Tensor,
         mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let (cos, sin) = hook!(hx, self.rotary_emb.forward(x, positions))?;
         let mut x = x.clone();
@@ -763,7 +764,7 @@ impl Llama {
     }
 
     /// `ids: [B, T]` → logits `[B, T, vocab]`.
-    pub fn forward(&self, ids: &Tensor, hx: &mut Hx) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, hx: &mut Hx<Self>) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.model.forward(ids))?;
         hook!(hx, self.lm_head(&h))
     }
@@ -775,7 +776,7 @@ impl Llama {
         positions: &Tensor,
         mask: &Tensor,
         cache: Option<&mut KvCache>,
-        hx: &mut Hx,
+        hx: &mut Hx<Self>,
     ) -> candle_core::Result<Tensor> {
         let h = hook!(hx, self.model.forward_step(ids, positions, mask, cache))?;
         hook!(hx, self.lm_head(&h))
@@ -788,9 +789,35 @@ impl Module for Llama {
     }
 }
 
-impl crate::latent::HookedModel for Llama {
-    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_>) -> candle_core::Result<Tensor> {
+impl HookedModel for Llama {
+    fn forward_hooked(&self, input: &Tensor, hx: &mut Hx<'_, Self>) -> candle_core::Result<Tensor> {
         self.forward(input, hx)
+    }
+}
+
+impl CausalLm for Llama {
+    type Cache = KvCache;
+    fn new_cache(&self) -> KvCache {
+        KvCache::default()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+    fn device(&self) -> Device {
+        self.lm_head.weight().device().clone()
+    }
+    fn forward_step(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        hx: &mut Hx<'_, Self>,
+    ) -> candle_core::Result<Tensor> {
+        Llama::forward_step(self, ids, positions, mask, Some(cache), hx)
     }
 }
 

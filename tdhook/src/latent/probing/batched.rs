@@ -9,6 +9,7 @@ use super::{LABELS, Probe, ProbeExtras, ProbeFactory, STEP_TYPE, StepType};
 use crate::error::{Error, Result};
 use crate::hx::Direction;
 use crate::tensordict::{Key, TensorDict};
+use crate::util::lock;
 use candle_core::{DType, Device, Tensor};
 use indexmap::IndexMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use tdhook_kernels::{LinearProbes, LogisticConfig};
 
 /// What [`BatchedProbes`] fits per point.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum BatchedEstimator {
     /// Binary logistic regression, scikit-learn's objective with inverse penalty `c`
     /// (`LogisticRegression(C=c)`), trained by batched L-BFGS until the largest gradient entry
@@ -141,10 +143,6 @@ struct Shared {
 #[derive(Clone)]
 pub struct BatchedProbes {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl BatchedProbes {

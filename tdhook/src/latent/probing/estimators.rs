@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 /// Why an estimator could not fit or predict. Each message names the estimator and the fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[non_exhaustive]
 pub enum EstimatorError {
     /// A classifier was fitted on labels of one class only.
     #[error(
@@ -470,6 +471,7 @@ impl Estimator for MeanDifferenceClassifier {
 
 /// How [`LogisticRegression`] solves each Newton step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogisticSolver {
     /// [`LogisticSolver::NewtonCholesky`] up to 256 parameters, [`LogisticSolver::NewtonCg`]
     /// above.

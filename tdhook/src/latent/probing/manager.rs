@@ -7,6 +7,7 @@ use super::{LABELS, Probe, ProbeExtras, ProbeFactory, STEP_TYPE, StepType};
 use crate::error::{Error, Result};
 use crate::hx::Direction;
 use crate::tensordict::{Key, TensorDict};
+use crate::util::lock;
 use candle_core::{Device, Tensor};
 use indexmap::IndexMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,10 +32,6 @@ pub fn flatten_features(t: &Tensor) -> Result<Tensor> {
         1 => t.unsqueeze(1)?,
         _ => t.flatten_from(1)?,
     })
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// tdhook's `Probe`: on a `Fit` step, fits the estimator on the (preprocessed) activation and the

@@ -52,16 +52,18 @@ pub use estimators::{
 };
 pub use manager::{EstimatorProbe, PreprocessFn, ProbeCallback, ProbeManager, flatten_features};
 
-use super::batch::{input_at, input_key, run_model};
+use super::batch::{input_at, input_key};
+use super::core::{LossFn, check_directions, forward};
 use super::{HookedModel, INPUT, OUTPUT, hook_set};
 use crate::error::{Error, Result};
 use crate::hookset::HookSet;
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Entry, Key, TensorDict};
+use crate::util::lock;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// The key a run reads the step type from.
 pub const STEP_TYPE: &str = "step_type";
@@ -238,9 +240,6 @@ where
     }
 }
 
-/// The scalar whose gradient `Bwd` probes see, from the model's output.
-type LossFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
-
 /// Feed the activations of the points `key_pattern` selects to probes while the model runs.
 ///
 /// `probe_factory(path, direction)` is called once per matched point and direction when the
@@ -365,18 +364,7 @@ impl Probing {
         &self,
         model: &'m M,
     ) -> Result<PreparedProbing<'m, M>> {
-        if self.directions.is_empty() {
-            return Err(Error::Invalid(
-                "Probing needs at least one direction".into(),
-            ));
-        }
-        if self.directions.contains(&Direction::Bwd) && self.loss.is_none() {
-            return Err(Error::Invalid(
-                "probing `Bwd` needs the loss to differentiate: add `.loss(|output| ...)`, e.g. \
-                 `.loss(|y| Ok(y.sum_all()?))`"
-                    .into(),
-            ));
-        }
+        check_directions("Probing", &self.directions, self.loss.is_some())?;
         for key in &self.additional_keys {
             key.validate()?;
         }
@@ -455,10 +443,6 @@ impl StepContext {
             data: &self.data,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// [`Probing`] prepared against one model.
@@ -619,27 +603,24 @@ impl<M: HookedModel + ?Sized> PreparedProbing<'_, M> {
     }
 
     fn forward_inner(&mut self, input: &Tensor, batch: &[usize]) -> Result<Tensor> {
-        let output = run_model(self.model, &mut self.hooks, input, batch)?;
-        if let Some(loss_fn) = &self.config.loss
-            && !self.bwd.is_empty()
-        {
-            let loss = loss_fn(&output)?;
-            loss.backward()?;
-            if let Some(e) = self.hooks.take_grad_error() {
-                return Err(e);
-            }
-            let ctx = self.ctx.clone();
-            let guard = lock(&ctx);
-            let c = guard.as_ref().expect("set by forward");
-            for rec in self.hooks.take_grads() {
-                if let Some(probe) = self.bwd.get_mut(&rec.path) {
+        let loss = (!self.bwd.is_empty())
+            .then_some(self.config.loss.as_deref())
+            .flatten();
+        let (output, grads) = forward(self.model, &mut self.hooks, input, batch, loss)?;
+        if !grads.is_empty() {
+            let guard = lock(&self.ctx);
+            let c = guard.as_ref().ok_or_else(|| {
+                Error::Invalid("a probe's gradient arrived outside a PreparedProbing run".into())
+            })?;
+            for (site, grad) in grads {
+                if let Some(probe) = self.bwd.get_mut(&site.path) {
                     probe.step(
-                        &rec.grad,
-                        &c.extras(&rec.path, Direction::Bwd, rec.occurrence),
+                        &grad,
+                        &c.extras(&site.path, Direction::Bwd, site.occurrence),
                     )?;
                 }
             }
         }
-        Ok(output.detach())
+        Ok(output)
     }
 }

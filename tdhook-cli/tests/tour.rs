@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use tdhook_suite::eval::evaluate;
-use tdhook_suite::tiny;
-use tdhook_suite::tour::{self, TourConfig};
-use tdhook_suite::toy::{Toy, is_name};
+use tdhook_cli::eval::evaluate;
+use tdhook_cli::tiny;
+use tdhook_cli::tour::{self, TourConfig};
+use tdhook_cli::toy::{Toy, is_name};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tdhook-{name}-{}", std::process::id()));
@@ -181,7 +181,7 @@ fn the_assets_folder_loads_through_the_tokenizers_crate_with_the_same_ids() {
 }
 
 fn tdhook(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tdhook"))
+    let out = Command::new(env!("CARGO_BIN_EXE_tdhook-cli"))
         .args(args)
         .output()
         .unwrap();

@@ -7,7 +7,8 @@ use candle_core::{D, DType, Device, Tensor};
 use common::oracle_dir;
 use std::sync::{Arc, Mutex};
 use tdhook::generate::{
-    BatchSteering, GenerateOptions, PAD_POSITION, Sampling, SteerScope, SteeringVector, generate,
+    BatchSteering, GenerateHooks, GenerateOptions, PAD_POSITION, Sampling, SteerScope,
+    SteeringVector, generate,
 };
 use tdhook::latent::{ActivationAddition, HookedModel, TokenReduction};
 use tdhook::models::gpt2::Gpt2;
@@ -83,12 +84,13 @@ fn hooks_see_absolute_positions_at_prefill_and_every_decode_step() {
     let m = model();
     let seen: Arc<Mutex<Vec<Vec<Vec<u32>>>>> = Arc::default();
     let s = seen.clone();
-    let mut hooks = HookSet::new(&m);
+    let mut hooks = GenerateHooks::new(&m);
+    let positions = hooks.positions();
     hooks
-        .read("transformer.h.0", Direction::Fwd, move |ev, _| {
+        .read("transformer.h.0", Direction::Fwd, move |_, _| {
             s.lock()
                 .unwrap()
-                .push(ev.positions.unwrap().to_vec2::<u32>()?);
+                .push(positions.get().unwrap().to_vec2::<u32>()?);
             Ok(())
         })
         .unwrap();
@@ -121,7 +123,7 @@ fn steered_generation_equals_cache_free_steered_decoding() {
     let m = model();
     let v = steer_vec(&m, 6.0);
     let prompt = vec![5u32, 17, 42];
-    let mut hooks = HookSet::new(&m);
+    let mut hooks = GenerateHooks::new(&m);
     BatchSteering::uniform(v.clone(), 1)
         .install(&m, &mut hooks, std::slice::from_ref(&prompt))
         .unwrap();
@@ -134,7 +136,7 @@ fn steered_generation_equals_cache_free_steered_decoding() {
     .unwrap();
     // Reference: add the vector at every position of a full forward, no cache.
     let scaled = v.scaled().unwrap().remove(0).1;
-    let mut ref_hooks = HookSet::new(&m);
+    let mut ref_hooks = GenerateHooks::new(&m);
     ref_hooks
         .add("transformer.h.1", Direction::Fwd, move |_, t| {
             Ok(Some(t.broadcast_add(&scaled)?))
@@ -155,13 +157,13 @@ fn per_request_steering_rows_equal_their_own_runs() {
     let v = steer_vec(&m, 1.0);
     let prompts = vec![vec![5u32, 17, 42], vec![9, 9], vec![1, 2, 3, 4]];
     let rows = vec![Some((0, 6.0)), None, Some((0, -4.0))];
-    let mut hooks = HookSet::new(&m);
+    let mut hooks = GenerateHooks::new(&m);
     BatchSteering::new(vec![v.clone()], rows.clone(), SteerScope::All)
         .install(&m, &mut hooks, &prompts)
         .unwrap();
     let batched = generate(&m, &prompts, &opts(6), Some(&mut hooks)).unwrap();
     for (r, p) in prompts.iter().enumerate() {
-        let mut h = HookSet::new(&m);
+        let mut h = GenerateHooks::new(&m);
         BatchSteering::new(vec![v.clone()], vec![rows[r]], SteerScope::All)
             .install(&m, &mut h, std::slice::from_ref(p))
             .unwrap();
@@ -177,7 +179,7 @@ fn generated_scope_leaves_the_prompt_and_so_the_first_token_alone() {
     let plain = generate(&m, std::slice::from_ref(&prompt), &opts(6), None).unwrap();
     let v = steer_vec(&m, 12.0);
     let run = |scope| {
-        let mut h = HookSet::new(&m);
+        let mut h = GenerateHooks::new(&m);
         BatchSteering::new(vec![v.clone()], vec![Some((0, 1.0))], scope)
             .install(&m, &mut h, std::slice::from_ref(&prompt))
             .unwrap();
@@ -235,7 +237,7 @@ fn eight_threads_with_different_steering_equal_their_serial_results() {
     let m = Arc::new(model());
     let prompts = vec![vec![5u32, 17, 42], vec![8, 1]];
     let run = |m: &Gpt2, coef: f64| {
-        let mut h = HookSet::new(m);
+        let mut h = GenerateHooks::new(m);
         BatchSteering::uniform(steer_vec(m, coef), 2)
             .install(m, &mut h, &prompts)
             .unwrap();
@@ -247,7 +249,7 @@ fn eight_threads_with_different_steering_equal_their_serial_results() {
             let m = m.clone();
             let prompts = prompts.clone();
             std::thread::spawn(move || {
-                let mut h = HookSet::new(&*m);
+                let mut h = GenerateHooks::new(&*m);
                 BatchSteering::uniform(steer_vec(&m, i as f64 - 4.0), 2)
                     .install(&*m, &mut h, &prompts)
                     .unwrap();
@@ -269,7 +271,7 @@ fn bad_steering_is_a_typed_error_before_generation() {
     let m = model();
     let prompts = vec![vec![1u32, 2]];
     let install = |v: SteeringVector, rows: Vec<Option<(usize, f64)>>| {
-        let mut h = HookSet::new(&m);
+        let mut h = GenerateHooks::new(&m);
         BatchSteering::new(vec![v], rows, SteerScope::All).install(&m, &mut h, &prompts)
     };
     let narrow = SteeringVector::new([(
@@ -384,13 +386,13 @@ fn llama_shares_the_generation_loop_and_equals_cache_free_decoding() {
     let sv = SteeringVector::new([("model.layers.0", v.clone())])
         .unwrap()
         .with_coefficient(5.0);
-    let mut hooks = HookSet::new(&m);
+    let mut hooks = GenerateHooks::new(&m);
     BatchSteering::uniform(sv, 1)
         .install(&m, &mut hooks, &prompts[..1])
         .unwrap();
     let steered = generate(&m, &prompts[..1], &opts(6), Some(&mut hooks)).unwrap();
     let add = (v * 5.0).unwrap();
-    let mut ref_hooks = HookSet::new(&m);
+    let mut ref_hooks = GenerateHooks::new(&m);
     ref_hooks
         .add("model.layers.0", Direction::Fwd, move |_, t| {
             Ok(Some(t.broadcast_add(&add)?))

@@ -37,7 +37,7 @@ struct Net {
 }
 
 impl HookedModel for Net {
-    fn forward_hooked(&self, x: &Tensor, hx: &mut Hx) -> CResult<Tensor> {
+    fn forward_hooked(&self, x: &Tensor, hx: &mut Hx<Self>) -> CResult<Tensor> {
         let h = hook!(hx, self.fc1(x))?;
         let h = hook!(hx, self.act(&h))?;
         hook!(hx, self.fc2(&h))

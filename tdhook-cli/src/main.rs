@@ -5,11 +5,13 @@ use anyhow::{Context, Result, bail};
 use candle_core::{D, Device, Tensor};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tdhook::generate::{BatchSteering, GenerateOptions, Sampling, SteeringVector, generate};
+use tdhook::generate::{
+    BatchSteering, GenerateHooks, GenerateOptions, Sampling, SteeringVector, generate,
+};
 use tdhook::latent::{ActivationAddition, ActivationCaching, TokenReduction};
 use tdhook::prelude::*;
-use tdhook_suite::tiny::{self, Loaded};
-use tdhook_suite::tour::{self, TourConfig};
+use tdhook_cli::tiny::{self, Loaded};
+use tdhook_cli::tour::{self, TourConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -312,7 +314,7 @@ fn steer(m: &Loaded, positive: &str, negative: &str, prompt: &str, o: &SteerOpts
     };
     let plain = generate(&m.model, &prompts, &opts, None)?;
     let vector = SteeringVector::from_addition(steer, reduction)?.with_coefficient(coef);
-    let mut hooks = HookSet::new(&m.model);
+    let mut hooks = GenerateHooks::new(&m.model);
     BatchSteering::uniform(vector, 1).install(&m.model, &mut hooks, &prompts)?;
     let steered = generate(&m.model, &prompts, &opts, Some(&mut hooks))?;
     println!("prompt:         {prompt}");

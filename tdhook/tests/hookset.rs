@@ -57,7 +57,7 @@ impl Two {
         }
     }
 
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.a(x))?;
         hook!(hx, self.b(&h))
     }
@@ -186,7 +186,7 @@ fn a_hook_error_comes_back_typed_and_stops_the_forward() -> tdhook::Result<()> {
         other => panic!("expected the hook's Invalid error, got {other:?}"),
     }
     // The error of one run does not leak into the next.
-    let ok = hooks.run(|hx| Ok(hx.is_active()));
+    let ok = hooks.run(|hx: &mut Hx<()>| Ok(hx.is_active()));
     assert!(matches!(ok, Ok(true)), "{ok:?}");
     drop(hooks);
     assert_eq!(*b_calls.borrow(), 0, "nothing after the failing hook ran");
@@ -223,7 +223,7 @@ struct Twice {
 }
 
 impl Twice {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.shared(x))?;
         let h = hook!(hx, self.other(&h))?;
         hook!(hx, self.shared(&h))
@@ -277,7 +277,7 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.lin(x))?.tanh()?;
         let h = (x + h)?;
         hook!(hx, self.hook_out(&h))
@@ -316,7 +316,7 @@ impl Deep {
         }
     }
 
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let mut x = hook!(hx, self.embed(x))?;
         for i in 0..self.h.len() {
             x = hook!(hx, self.h[i].forward(&x))?;
@@ -664,7 +664,7 @@ impl GradNet {
     }
 
     /// Returns `(y, aux)`.
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<(Tensor, Tensor)> {
         let h = hook!(hx, self.a(x))?.tanh()?;
         let y = hook!(hx, self.b(&h))?;
         let aux = hook!(hx, self.c(x))?;

@@ -12,7 +12,7 @@
 //! to an id, and saves as a JSON object `word → id`.
 //!
 //! ```
-//! use tdhook_suite::toy::{Toy, Vocab};
+//! use tdhook_cli::toy::{Toy, Vocab};
 //! let vocab = Vocab::toy();
 //! let mut toy = Toy::new(7);
 //! let r = toy.review();

@@ -24,13 +24,13 @@ struct Model<M> {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         hook!(hx, self.c_fc(x))
     }
 }
 
 impl<M: candle_core::Module + Hookable> Model<M> {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let x = hook!(hx, self.embed(x))?;
         let x = hook!(hx, self.mlp.forward(&x))?;
         let x = hook!(hx, self.leaves[0](&x))?;

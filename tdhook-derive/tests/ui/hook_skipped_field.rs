@@ -13,14 +13,14 @@ struct Mlp {
 struct Pair(Linear, #[hook(skip)] Linear);
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.c_fc(x))?;
         hook!(hx, self.c_proj(&h))
     }
 }
 
 impl Pair {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.0(x))?;
         hook!(hx, self.1(&h))
     }

@@ -9,7 +9,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.c_fcc(x))?;
         hook!(hx, self.c_proj(&h))
     }

@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tdhook::generate::{BatchSteering, GenerateOptions, Sampling, SteeringVector, generate};
+use tdhook::generate::{
+    BatchSteering, GenerateHooks, GenerateOptions, Sampling, SteeringVector, generate,
+};
 use tdhook::latent::probing::{LogisticRegression, ProbeManager, StepType, metrics};
 use tdhook::latent::{
     ActivationAddition, ActivationCaching, ActivationPatching, Probing, SteeringVectors,
@@ -623,7 +625,7 @@ pub fn steering(
         let outs = if c == 0.0 {
             generate(&m.model, &prompts, &opts, None)?
         } else {
-            let mut hooks = HookSet::new(&m.model);
+            let mut hooks = GenerateHooks::new(&m.model);
             BatchSteering::uniform(vector.clone().with_coefficient(c), prompts.len())
                 .install(&m.model, &mut hooks, &prompts)?;
             generate(&m.model, &prompts, &opts, Some(&mut hooks))?

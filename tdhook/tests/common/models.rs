@@ -56,7 +56,7 @@ impl SharedMlp {
 }
 
 impl HookedModel for SharedMlp {
-    fn forward_hooked(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward_hooked(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.fc1(x))?;
         let h = hook!(hx, self.act(&h))?;
         let h = hook!(hx, self.fc2(&h))?;
@@ -74,7 +74,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (nh, hd) = (2, d / 2);
         let split = |y: Tensor| -> Result<Tensor> {
@@ -99,7 +99,7 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.up(x))?;
         let h = hook!(hx, self.act(&h))?;
         hook!(hx, self.down(&h))
@@ -115,7 +115,7 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.ln1(x))?;
         let x = (x + hook!(hx, self.attn.forward(&h))?)?;
         let h = hook!(hx, self.ln2(&x))?;
@@ -167,7 +167,7 @@ impl TinyTransformer {
 }
 
 impl HookedModel for TinyTransformer {
-    fn forward_hooked(&self, ids: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward_hooked(&self, ids: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let mut x = hook!(hx, self.embed(ids))?;
         for i in 0..self.layers.len() {
             x = hook!(hx, self.layers[i].forward(&x))?;

@@ -118,7 +118,7 @@ impl Mlp {
         }
     }
 
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.up(x))?.relu()?;
         hook!(hx, self.down(&h))
     }
@@ -128,7 +128,7 @@ impl Mlp {
     }
 
     /// A nested method with an extra argument after the input.
-    fn forward_scaled(&self, x: &Tensor, scale: f64, hx: &mut Hx) -> Result<Tensor> {
+    fn forward_scaled(&self, x: &Tensor, scale: f64, hx: &mut Hx<Self>) -> Result<Tensor> {
         self.forward(&(x * scale)?, hx)
     }
 }
@@ -284,7 +284,7 @@ fn nested_vec_gives_nested_list_points() {
 
 impl Grid {
     /// Every element of both lists of lists, in order, through the nested `hook!` forms.
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let mut x = x.clone();
         for i in 0..self.rows.len() {
             for j in 0..self.rows[i].len() {
@@ -740,7 +740,7 @@ fn tensors_and_plain_values_are_no_points() {
 
 /// A tuple struct with a forward through `hook!(hx, self.0(x))`.
 impl Pair {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let h = hook!(hx, self.0(x))?;
         hook!(hx, self.1.forward(&h))
     }
@@ -751,7 +751,7 @@ impl Pair {
 }
 
 impl<M: Module> Wrap<M> {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         hook!(hx, self.inner(x))
     }
 }
@@ -793,7 +793,7 @@ fn net() -> Net {
 }
 
 impl Net {
-    fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
         let mut x = hook!(hx, self.embed(x))?; // leaf
         x = hook!(hx, self.mlp.forward(&x))?; // nested
         for i in 0..self.heads.len() {
@@ -1091,7 +1091,7 @@ mod option_calls {
     }
 
     impl Inner {
-        fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+        fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
             hook!(hx, self.fc(x))
         }
     }
@@ -1103,7 +1103,7 @@ mod option_calls {
     }
 
     impl Outer {
-        fn forward(&self, x: &Tensor, hx: &mut Hx) -> Result<Tensor> {
+        fn forward(&self, x: &Tensor, hx: &mut Hx<Self>) -> Result<Tensor> {
             let x = if self.proj.is_some() {
                 hook!(hx, self.proj(x))?
             } else {
