@@ -35,7 +35,7 @@
 //! main thread joins rayon's pool first (`tdhook::threads::use_current_thread`, the setup
 //! README recommends); `--default-pool` (with any mode) skips that, so every parallel candle op
 //! is handed from the main thread to a worker; `--in-pool` runs everything on a rayon worker.
-//! Under `cargo test --benches` (no `--bench` argument) it runs the standalone mode on the random
+//! Under `cargo test -p tdhook-suite --benches` (no `--bench` argument) it runs the standalone mode on the random
 //! tiny model, one iteration per workload.
 
 mod support;

@@ -4,8 +4,8 @@
 //! own vectors, generated tokens only) — interleaved so machine drift hits all arms alike.
 //!
 //! ```text
-//! cargo bench --bench generate -- [--shape tiny|gpt2_small|all] [--rounds N] [--inner K]
-//! RAYON_NUM_THREADS=1 cargo bench --bench generate
+//! cargo bench -p tdhook-suite --bench generate -- [--shape tiny|gpt2_small|all] [--rounds N] [--inner K]
+//! RAYON_NUM_THREADS=1 cargo bench -p tdhook-suite --bench generate
 //! generate-<hash> --bench --shape tiny --only no_hook 20   # N untimed generations of one arm
 //! ```
 //! `--only ARM N` builds everything, then runs `N` generations of one arm, untimed (for

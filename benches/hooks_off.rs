@@ -14,7 +14,7 @@
 //!
 //! Criterion runs these one after the other, so machine drift biases the plain/dsl ratio; the
 //! `hooks_off_interleaved` bench alternates them round by round for the headline ratio.
-//! `scripts/bench-hooks-off.sh` runs both. Without `--bench` (`cargo test --benches`) only the
+//! `scripts/bench-hooks-off.sh` runs both. Without `--bench` (`cargo test -p tdhook-suite --benches`) only the
 //! tiny group runs, once per function.
 
 mod support;

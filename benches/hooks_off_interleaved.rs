@@ -11,7 +11,7 @@
 //! does not count time other processes held the core.
 //!
 //! ```text
-//! cargo bench --bench hooks_off_interleaved -- [--shape tiny|gpt2_small|all]
+//! cargo bench -p tdhook-suite --bench hooks_off_interleaved -- [--shape tiny|gpt2_small|all]
 //!     [--budget-tiny SECS] [--budget-small SECS] [--rounds N] [--inner K]
 //!     [--only plain|dsl|empty|cache|none N]
 //! ```
@@ -22,7 +22,7 @@
 //!
 //! Threads: candle's CPU kernels use `RAYON_NUM_THREADS` (else all physical cores); the script
 //! runs this twice, with `RAYON_NUM_THREADS=1` and with the default. Without `--bench`
-//! (`cargo test --benches`) it only builds the tiny models, checks the logits and runs 3 rounds.
+//! (`cargo test -p tdhook-suite --benches`) it only builds the tiny models, checks the logits and runs 3 rounds.
 
 mod support;
 

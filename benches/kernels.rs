@@ -17,7 +17,7 @@
 //! With `--features cuda` and a GPU present the same groups also run on the GPU (`gpu_*`,
 //! shapes `gpt2s` and `large` = [16, 1024, 4096]), each iteration synchronised.
 //!
-//! `cargo bench --bench kernels -- --bandwidth` (GPU builds) prints instead a markdown table of
+//! `cargo bench -p tdhook-suite --bench kernels -- --bandwidth` (GPU builds) prints instead a markdown table of
 //! the bandwidth each fused kernel reaches against a device-to-device copy of the same bytes.
 //! Threads: candle's and these kernels' CPU paths use rayon (`RAYON_NUM_THREADS`, else all
 //! cores); the kernels stay on one thread below 64 Ki elements.

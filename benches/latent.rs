@@ -21,7 +21,7 @@
 //! is the closed-form mean-difference classifier for all 12.
 //!
 //! Threads: candle and the probe trainer use `RAYON_NUM_THREADS` (else all physical cores); say
-//! which. Without `--bench` (`cargo test --benches`) only the tiny group and a small probe problem
+//! which. Without `--bench` (`cargo test -p tdhook-suite --benches`) only the tiny group and a small probe problem
 //! run, once per function.
 
 mod support;

@@ -500,7 +500,7 @@ def report(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rust-bin", required=True, help="the compare bench binary (built with `cargo bench --no-run`)")
+    ap.add_argument("--rust-bin", required=True, help="the compare bench binary (built with `cargo bench -p tdhook-suite --no-run`)")
     ap.add_argument("--threads", default="2,1", help="comma-separated thread counts (default 2,1)")
     ap.add_argument("--rounds", type=int, default=5, help="A/B alternations per workload (default 5)")
     ap.add_argument("--iters-tiny", type=int, default=60, help="iterations per timed batch, tiny (default 60)")

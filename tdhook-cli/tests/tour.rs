@@ -1,5 +1,5 @@
-//! The tour end to end on the embedded tiny model (fewer samples than `tdhook tour`), the
-//! trained model's known truths, and the `tdhook` binary's commands.
+//! The tour end to end on the embedded tiny model (fewer samples than `tdhook-cli tour`), the
+//! trained model's known truths, and the `tdhook-cli` binary's commands.
 
 use std::path::PathBuf;
 use std::process::Command;

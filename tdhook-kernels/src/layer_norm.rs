@@ -1,7 +1,7 @@
 //! LayerNorm over the last dim on the CPU, vectorised, rows in parallel only when large.
 //!
 //! candle-nn's fused `layer_norm` hands every row to rayon as its own task: on a small model
-//! that split costs more than the arithmetic (~7 % of a tiny GPT-2 forward). Here rows run
+//! that split costs more than the arithmetic. Here rows run
 //! in blocks on the calling thread below a size threshold, and each row is two vectorised
 //! passes (mean, then centred variance: no `E[x²] − E[x]²` cancellation).
 

@@ -4,7 +4,7 @@
 //! broadcast add that reads and writes the whole output again. Here the output starts as the
 //! bias rows and `gemm` accumulates `x·W` into it (`dst = dst + x·W`): one write pass fewer
 //! and no zero fill. Small products run on the calling thread (rayon's split costs more than
-//! it saves below ~2^22 multiply-adds: measured on the tiny GPT-2 at two threads).
+//! it saves below ~2^22 multiply-adds, a threshold measured on the tiny GPT-2 at two threads).
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 

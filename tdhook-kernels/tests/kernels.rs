@@ -137,6 +137,7 @@ fn pos_mask(p: &Positions, b: usize, t: usize, dev: &Device) -> Res<Tensor> {
             .collect(),
         Positions::Mask(m) if m.len() == t => (0..b * t).map(|i| m[i % t] as u8 as f32).collect(),
         Positions::Mask(m) => m.iter().map(|&x| x as u8 as f32).collect(),
+        other => panic!("the naive reference does not know {other:?} yet: extend it"),
     };
     Tensor::from_vec(v, (b, t), dev)
 }
@@ -167,6 +168,7 @@ fn naive_steer(x: &Tensor, vecs: &Tensor, alpha: f64, p: &Positions, rows: &Rows
                 .collect();
             (vecs.index_select(&Tensor::new(idx, dev)?, 0)?, c)
         }
+        other => panic!("the naive reference does not know {other:?} yet: extend it"),
     };
     let c = Tensor::from_vec(coef, (b, 1), dev)?
         .broadcast_mul(&pos_mask(p, b, t, dev)?)?

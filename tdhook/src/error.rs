@@ -5,7 +5,6 @@ use crate::tensordict::TensorDictError;
 /// Everything tdhook can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-#[non_exhaustive]
 pub enum Error {
     /// A pattern or path matched no hook point of the model.
     #[error(

@@ -227,7 +227,7 @@ impl<'h> HookSet<'h> {
     }
 
     /// Record the gradient at every selected point during `backward()`; read them with
-    /// [`HookSet::grads`].
+    /// [`HookSet::take_grads`].
     pub fn grad(&mut self, selector: impl Into<Selector>) -> Result<HookId> {
         let points = self.resolve(selector)?;
         self.grad_at(points)

@@ -3,16 +3,14 @@
 //! candle hands its parallel CPU ops (`gemm`'s matmul split, softmax, layer norm, …) to rayon's
 //! global pool. Called from a thread outside that pool (your `main`), every such op is queued to
 //! a worker and the caller sleeps until it is done: a few microseconds per op, which is most of
-//! a small model's forward (the tiny GPT-2 in BENCHMARKS.md runs 2.8× slower that way at two
-//! threads). Making the calling thread a member of the pool removes the hand-off: the op runs
+//! a small model's forward (BENCHMARKS.md, "Threads"). Making the calling thread a member of the pool removes the hand-off: the op runs
 //! inline and the other workers steal halves of it.
 //!
 //! Call [`use_current_thread`] once, at the start of `main`, before anything uses rayon.
 //!
 //! candle 0.11 also asks for the thread count on every matmul: with `RAYON_NUM_THREADS` unset
 //! it re-reads and parses `/proc/cpuinfo` each time (through `num_cpus::get_physical`), which
-//! doubled the tiny GPT-2's forward in BENCHMARKS.md (276 µs against 138 µs with the variable
-//! set). Set the variable in your environment, or call [`pin_rayon_num_threads`] first thing
+//! doubled the tiny GPT-2's forward (BENCHMARKS.md, "Threads"). Set the variable in your environment, or call [`pin_rayon_num_threads`] first thing
 //! in `main`.
 
 use crate::{Error, Result};

@@ -495,8 +495,9 @@ pub fn train_logistic_probes(
     let device = x.device().clone();
     let res = if x.device().is_cpu() && k > 1 {
         // On the CPU the probes train one after another: a pass over one probe's activations
-        // stays in cache, a lockstep pass over all K does not (measured: 2x slower at K = 12,
-        // N = 2000, D = 768). Each probe's arithmetic is the same either way.
+        // stays in cache, a lockstep pass over all K does not (measured slower at GPT-2-small
+        // probe sizes; BENCHMARKS.md, "Batched probes"). Each probe's arithmetic is the same
+        // either way.
         let parts = (0..k)
             .map(|kk| with_evaluator(OP, &x.narrow(0, kk, 1)?, &y, |ev| lbfgs(ev, 1, n, d, cfg)))
             .collect::<Result<Vec<_>>>()?;

@@ -1,7 +1,7 @@
 //! The latent methods of Python tdhook (`tdhook.latent`), against a [`Hookable`] model.
 //!
 //! Each method is a builder (the arguments tdhook takes), *prepared* against a model — paths and
-//! patterns resolved then, errors raised then — and *run* on a [`TensorDict`] ("td in, td out"):
+//! patterns resolved then, errors raised then — and *run* on a [`TensorDict`](crate::TensorDict) ("td in, td out"):
 //! the input at `input`, the output at `output`, results under the method's key (`cache`,
 //! `patched`, `steer`). The caller's dict is never mutated; a new one comes back.
 //!

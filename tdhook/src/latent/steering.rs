@@ -109,8 +109,8 @@ fn add_vector(out: &Tensor, v: &Tensor, path: &str) -> Result<Tensor> {
         });
     }
     // One broadcast add is already a single pass over the activation: the fused steer-add
-    // kernel measured no faster here (0.80× on [4, 16, 64], 0.92× on [8, 128, 768];
-    // BENCHMARKS.md). It pays for per-row vectors and position subsets (`BatchSteering`).
+    // kernel measured no faster here (BENCHMARKS.md, "Kernels"). It pays for per-row vectors
+    // and position subsets (`BatchSteering`).
     Ok(out.broadcast_add(&v.to_dtype(out.dtype())?)?)
 }
 
@@ -299,6 +299,8 @@ pub struct PreparedAddition<'m, M: ?Sized> {
 
 /// One side's run: its output and what the points saw.
 type Side = (Tensor, Captures);
+/// The vectors by key name, and both sides' runs.
+type Computed = (Vec<(String, Tensor)>, Side, Side);
 
 impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
     /// Set the token reduction used from now on.
@@ -352,7 +354,7 @@ impl<'m, M: HookedModel + ?Sized> PreparedAddition<'m, M> {
         Ok(steer)
     }
 
-    fn compute(&mut self, td: &TensorDict) -> Result<(Vec<(String, Tensor)>, Side, Side)> {
+    fn compute(&mut self, td: &TensorDict) -> Result<Computed> {
         let pos_key = input_key(Some(&self.config.positive_key));
         let neg_key = input_key(Some(&self.config.negative_key));
         let (pos_in, batch) = input_at(td, &pos_key)?;

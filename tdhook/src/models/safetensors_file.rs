@@ -1,8 +1,8 @@
 //! Reading a `.safetensors` file tensor by tensor.
 //!
 //! `candle_core::safetensors::load` reads the whole file into memory and then copies every
-//! tensor out of it: for a moment the process holds the model twice (GPT-2 small: 954 MiB
-//! peak for 475 MiB of weights). Here each tensor's bytes are read from the file straight into
+//! tensor out of it: for a moment the process holds the model twice (BENCHMARKS.md,
+//! "Memory"). Here each tensor's bytes are read from the file straight into
 //! the buffer the tensor keeps, so loading peaks at the model's size.
 
 use crate::{Error, Result};

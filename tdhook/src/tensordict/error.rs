@@ -9,7 +9,6 @@ const SHOWN_KEYS: usize = 10;
 /// operations. Keys are reported in their `/`-joined display form.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-#[non_exhaustive]
 pub enum TensorDictError {
     /// No entry at `key`. `available` holds the leaf keys under the deepest
     /// existing sub-dict on the key's path.

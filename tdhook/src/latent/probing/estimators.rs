@@ -17,7 +17,6 @@ use candle_core::{DType, Device, Tensor};
 /// Why an estimator could not fit or predict. Each message names the estimator and the fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-#[non_exhaustive]
 pub enum EstimatorError {
     /// A classifier was fitted on labels of one class only.
     #[error(
