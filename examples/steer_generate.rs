@@ -136,12 +136,12 @@ fn main() -> Result<()> {
 
     println!("\ngreedy generation, 8 new tokens per row:");
     println!(
-        "  {:<3} {:<18} {:<11} {:<28} {}",
-        "row", "prompt", "steering", "steered", "plain"
+        "  {:<3} {:<18} {:<11} {:<33} plain",
+        "row", "prompt", "steering", "steered"
     );
     for r in 0..prompts.len() {
         println!(
-            "  {r:<3} {:<18} {:<11} {:<28} {:?}",
+            "  {r:<3} {:<18} {:<11} {:<33} {:?}",
             format!("{:?}", prompts[r]),
             labels[r],
             format!("{:?}", steered[r]),

@@ -45,6 +45,7 @@ mod cuda;
 mod error;
 mod gelu;
 mod layer_norm;
+pub mod linalg;
 mod linear;
 mod patch;
 mod positions;

@@ -3,7 +3,6 @@
 //! activations per step for all probes), mean-difference classifiers and ridge regression
 //! (closed forms).
 
-mod linalg;
 pub(crate) mod logistic;
 
 use candle_core::{D, DType, Device, Result, Tensor};
@@ -189,7 +188,7 @@ pub fn ridge_probes(
         let rhs = xc.transpose(1, 2)?.matmul(&yc3)?.squeeze(2)?; // [K, D]
         let gram = to_host_f64(&gram)?;
         let rhs = to_host_f64(&rhs)?;
-        let w = linalg::batched_spd_solve(&gram, &rhs, k, d, alpha);
+        let w = crate::linalg::batched_spd_solve(&gram, &rhs, k, d, alpha);
         Tensor::from_vec(
             w.into_iter().map(|v| v as f32).collect::<Vec<_>>(),
             (k, d),
@@ -200,7 +199,7 @@ pub fn ridge_probes(
         let gram = xc.matmul(&xc.transpose(1, 2)?)?; // [K, N, N]
         let gram = to_host_f64(&gram)?;
         let rhs = to_host_f64(&yc)?;
-        let a = linalg::batched_spd_solve(&gram, &rhs, k, n, alpha);
+        let a = crate::linalg::batched_spd_solve(&gram, &rhs, k, n, alpha);
         let a = Tensor::from_vec(
             a.into_iter().map(|v| v as f32).collect::<Vec<_>>(),
             (k, 1, n),

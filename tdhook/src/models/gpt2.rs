@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::load;
 use crate::error::{Error, Result};
 use crate::hook;
 use crate::hookable::HookPoint;
@@ -358,53 +359,26 @@ impl Gpt2 {
         })
     }
 
-    /// Load HF `config.json` and `model.safetensors` from `dir`. Weight names may carry the
-    /// `transformer.` prefix (saved from `GPT2LMHeadModel`) or not (the original `gpt2` files).
+    /// Load HF `config.json` and the weights from `dir`: `model.safetensors`, or the shards
+    /// `model.safetensors.index.json` lists. Weight names may carry the `transformer.` prefix
+    /// (saved from `GPT2LMHeadModel`) or not (the original `gpt2` files).
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Load {
-            path: config_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let config: Gpt2Config = serde_json::from_str(&text).map_err(|e| Error::Load {
-            path: config_path.display().to_string(),
-            reason: format!("not a GPT-2 config: {e}"),
-        })?;
-        let weights_path = dir.join("model.safetensors");
-        let tensors = super::load_safetensors(&weights_path, device)?;
+        let config = load::read_config(dir, "GPT-2")?;
+        let tensors = load::read_weights(dir, device)?;
         Self::from_tensors(config, tensors, device)
     }
 
-    /// Build from named tensors (HF names, with or without the `transformer.` prefix).
+    /// Build from named tensors (HF names, with or without the `transformer.` prefix), in f32.
+    /// With `tie_word_embeddings` (GPT-2's default) `lm_head` is `transformer.wte`'s weight;
+    /// without it the tensors must hold `lm_head.weight`.
     pub fn from_tensors(
         config: Gpt2Config,
         tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self> {
-        let prefixed = tensors.keys().any(|k| k.starts_with("transformer."));
-        let tensors: HashMap<String, Tensor> = if prefixed {
-            tensors
-        } else {
-            tensors
-                .into_iter()
-                .map(|(k, v)| {
-                    if k.starts_with("lm_head.") {
-                        (k, v)
-                    } else {
-                        (format!("transformer.{k}"), v)
-                    }
-                })
-                .collect()
-        };
-        let tensors = tensors
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        let mut config = config;
-        if config.tie_word_embeddings || !tensors.contains_key("lm_head.weight") {
-            config.tie_word_embeddings = true;
-        }
+        let tensors = load::lm_names(tensors, "transformer.", DType::F32)?;
+        load::check_lm_head(config.tie_word_embeddings, &tensors, "transformer.wte")?;
         Self::new(
             config,
             VarBuilder::from_tensors(tensors, DType::F32, device),

@@ -32,6 +32,8 @@
 //! ```
 
 use super::kv::{KvCache, LayerKv};
+use super::load;
+pub use super::load::read_weights;
 use crate::error::{Error, Result};
 use crate::hook;
 use crate::hookable::HookPoint;
@@ -717,15 +719,13 @@ impl Llama {
     pub fn load_with_dtype(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = Self::read_config(dir)?;
-        let tensors = read_weights(dir, device)?;
+        let tensors = load::read_weights(dir, device)?;
         Self::from_tensors(config, tensors, dtype, device)
     }
 
     /// Read HF `config.json` from `dir`.
     pub fn read_config(dir: impl AsRef<Path>) -> Result<LlamaConfig> {
-        let path = dir.as_ref().join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| load_err(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| load_err(&path, format!("not a Llama config: {e}")))
+        load::read_config(dir.as_ref(), "Llama")
     }
 
     /// Build from named tensors (HF names, with or without the `model.` prefix), converted to
@@ -736,25 +736,8 @@ impl Llama {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let prefixed = tensors.keys().any(|k| k.starts_with("model."));
-        let tensors = tensors
-            .into_iter()
-            .map(|(k, v)| {
-                let k = if prefixed || k.starts_with("lm_head.") {
-                    k
-                } else {
-                    format!("model.{k}")
-                };
-                Ok((k, v.to_dtype(dtype)?))
-            })
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        if !config.tie_word_embeddings && !tensors.contains_key("lm_head.weight") {
-            return Err(Error::Invalid(
-                "the config has tie_word_embeddings = false but the weights hold no `lm_head.weight`; \
-                 set tie_word_embeddings to true to share model.embed_tokens.weight"
-                    .into(),
-            ));
-        }
+        let tensors = load::lm_names(tensors, "model.", dtype)?;
+        load::check_lm_head(config.tie_word_embeddings, &tensors, "model.embed_tokens")?;
         Self::new(config, VarBuilder::from_tensors(tensors, dtype, device))
     }
 
@@ -819,50 +802,6 @@ impl CausalLm for Llama {
     ) -> candle_core::Result<Tensor> {
         Llama::forward_step(self, ids, positions, mask, Some(cache), hx)
     }
-}
-
-fn load_err(path: &Path, reason: impl ToString) -> Error {
-    Error::Load {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// The tensors of `dir/model.safetensors`, or of every shard `dir/model.safetensors.index.json`
-/// names in its `weight_map`.
-pub fn read_weights(dir: impl AsRef<Path>, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let dir = dir.as_ref();
-    let single = dir.join("model.safetensors");
-    if single.exists() {
-        return super::load_safetensors(&single, device);
-    }
-    let index_path = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index_path).map_err(|_| {
-        load_err(
-            dir,
-            "neither model.safetensors nor model.safetensors.index.json is there",
-        )
-    })?;
-    let index: Value = serde_json::from_str(&text).map_err(|e| load_err(&index_path, e))?;
-    let map = index
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| load_err(&index_path, "no `weight_map` object"))?;
-    let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
-    shards.sort_unstable();
-    shards.dedup();
-    let mut tensors = HashMap::new();
-    for shard in shards {
-        let path = dir.join(shard);
-        tensors.extend(super::load_safetensors(&path, device)?);
-    }
-    if let Some(missing) = map.keys().find(|k| !tensors.contains_key(k.as_str())) {
-        return Err(load_err(
-            &index_path,
-            format!("`{missing}` is in the weight_map but in no shard"),
-        ));
-    }
-    Ok(tensors)
 }
 
 #[cfg(test)]

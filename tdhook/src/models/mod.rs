@@ -3,6 +3,8 @@
 pub mod gpt2;
 pub mod kv;
 pub mod llama;
+mod load;
 mod safetensors_file;
 
+pub use load::read_weights;
 pub use safetensors_file::load_safetensors;

@@ -66,78 +66,13 @@ pub(crate) fn outer_gram(x: &[f64], n: usize, f: usize) -> Vec<f64> {
     k
 }
 
-/// The lower Cholesky factor of the symmetric `a` (`[n, n]`), or `None` when `a` is not
-/// (numerically) positive definite.
-pub(crate) fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; n * n];
-    for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= l[j * n + k] * l[j * n + k];
-        }
-        // Relative floor: a pivot lost to rounding means a singular matrix.
-        let scale = a[j * n + j].abs().max(f64::MIN_POSITIVE);
-        if d.is_nan() || d <= scale * 1e-14 {
-            return None;
-        }
-        let d = d.sqrt();
-        l[j * n + j] = d;
-        for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= l[i * n + k] * l[j * n + k];
-            }
-            l[i * n + j] = s / d;
-        }
-    }
-    Some(l)
-}
-
-/// Solve `L Lᵀ x = b` given the lower factor `l`.
-pub(crate) fn cholesky_solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-    let mut y = b.to_vec();
-    for i in 0..n {
-        let mut s = y[i];
-        for k in 0..i {
-            s -= l[i * n + k] * y[k];
-        }
-        y[i] = s / l[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = y[i];
-        for k in i + 1..n {
-            s -= l[k * n + i] * y[k];
-        }
-        y[i] = s / l[i * n + i];
-    }
-    y
-}
+pub(crate) use tdhook_kernels::linalg::{cholesky, cholesky_solve};
 
 /// Solve the symmetric positive (semi-)definite `a x = b`, adding a growing jitter to the
-/// diagonal when the factorisation fails (a Newton step only needs a descent direction).
+/// diagonal when the factorisation fails (a Newton step only needs a descent direction: when
+/// nothing factors, steepest descent, `b` itself).
 pub(crate) fn solve_spd_jitter(a: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-    if let Some(l) = cholesky(a, n) {
-        return cholesky_solve(&l, n, b);
-    }
-    let max_diag = (0..n)
-        .map(|i| a[i * n + i].abs())
-        .fold(0.0, f64::max)
-        .max(1e-300);
-    let mut jitter = max_diag * 1e-12;
-    let mut m = a.to_vec();
-    loop {
-        for i in 0..n {
-            m[i * n + i] = a[i * n + i] + jitter;
-        }
-        if let Some(l) = cholesky(&m, n) {
-            return cholesky_solve(&l, n, b);
-        }
-        jitter *= 10.0;
-        if !jitter.is_finite() {
-            // Give up on curvature: steepest descent.
-            return b.to_vec();
-        }
-    }
+    tdhook_kernels::linalg::solve_spd_jittered(a, n, b, 0.0).unwrap_or_else(|| b.to_vec())
 }
 
 #[cfg(test)]
