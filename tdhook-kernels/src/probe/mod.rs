@@ -3,6 +3,8 @@
 //! activations per step for all probes), mean-difference classifiers and ridge regression
 //! (closed forms).
 
+mod cpu_pass;
+mod lbfgs;
 pub(crate) mod logistic;
 
 use candle_core::{D, DType, Device, Result, Tensor};

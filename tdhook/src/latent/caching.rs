@@ -129,11 +129,7 @@ impl ActivationCaching {
         }
     }
 
-    /// `false`: paths are prefixed with `module.` (tdhook's `relative=False`).
-    pub fn relative(mut self, relative: bool) -> Self {
-        self.relative = relative;
-        self
-    }
+    setters!(relative);
 
     /// Start from this cache. With `clear_cache(true)` (the default) it is emptied when a run
     /// starts, as tdhook does; with `clear_cache(false)` its entries stay and runs add to it.

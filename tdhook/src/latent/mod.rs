@@ -17,6 +17,41 @@
 //! flattened into one for the forward and the output (and every cached value whose leading dim is
 //! that flattened batch) is unflattened after.
 
+/// Builder setters that several methods share, written once: `setters!(relative)` inside an
+/// `impl` adds `fn relative(self, bool) -> Self` over a field of that name, and so on.
+macro_rules! setters {
+    ($($name:ident),+ $(,)?) => { $( setters!(@one $name); )+ };
+    (@one relative) => {
+        /// `false`: every path is prefixed with `module.` (tdhook's `relative=False`, which
+        /// names a wrapped model's modules that way). Default `true`.
+        pub fn relative(mut self, relative: bool) -> Self {
+            self.relative = relative;
+            self
+        }
+    };
+    (@one cache_callback) => {
+        /// Capture `cache_callback(event, output)` instead of the output.
+        pub fn cache_callback(
+            mut self,
+            f: impl Fn(&crate::HookEvent<'_>, &candle_core::Tensor) -> crate::Result<candle_core::Tensor>
+                + Send
+                + Sync
+                + 'static,
+        ) -> Self {
+            self.cache_callback = Some(std::sync::Arc::new(f));
+            self
+        }
+    };
+    (@one clean_intermediate_keys) => {
+        /// `false` keeps the intermediate runs' outputs and activations in the output dict
+        /// (under `_`-prefixed keys, as tdhook does). Default `true`.
+        pub fn clean_intermediate_keys(mut self, clean: bool) -> Self {
+            self.clean_intermediate_keys = clean;
+            self
+        }
+    };
+}
+
 mod batch;
 mod caching;
 mod core;

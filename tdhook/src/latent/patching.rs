@@ -7,7 +7,7 @@ use super::core::{
 };
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
-use crate::hookset::{HookEvent, HookSet};
+use crate::hookset::HookSet;
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
@@ -153,11 +153,7 @@ impl ActivationPatching {
         self
     }
 
-    /// `false` keeps the clean activations in the output at `_cache/<path>`.
-    pub fn clean_intermediate_keys(mut self, clean: bool) -> Self {
-        self.clean_intermediate_keys = clean;
-        self
-    }
+    setters!(clean_intermediate_keys, cache_callback, relative);
 
     /// Compute the patched output from the corrupted and clean ones.
     pub fn patch_fn(
@@ -165,21 +161,6 @@ impl ActivationPatching {
         f: impl Fn(&str, &Tensor, &Tensor) -> Result<Option<Tensor>> + Send + Sync + 'static,
     ) -> Self {
         self.patch_fn = Some(Arc::new(f));
-        self
-    }
-
-    /// Capture `cache_callback(event, output)` in the clean run instead of the output.
-    pub fn cache_callback(
-        mut self,
-        f: impl Fn(&HookEvent<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
-    ) -> Self {
-        self.cache_callback = Some(Arc::new(f));
-        self
-    }
-
-    /// `false`: paths are prefixed with `module.`.
-    pub fn relative(mut self, relative: bool) -> Self {
-        self.relative = relative;
         self
     }
 

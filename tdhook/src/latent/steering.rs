@@ -6,7 +6,7 @@ use super::core::{CacheCallback, Capture, Captures, callback_value, check_same_s
 use super::patching::resolve_all;
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
-use crate::hookset::{HookEvent, HookSet};
+use crate::hookset::HookSet;
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
@@ -74,11 +74,7 @@ impl SteeringVectors {
         })
     }
 
-    /// `false`: paths are prefixed with `module.`.
-    pub fn relative(mut self, relative: bool) -> Self {
-        self.relative = relative;
-        self
-    }
+    setters!(relative);
 
     /// Resolve the paths and install the hooks.
     pub fn prepare<'m, M: HookedModel + ?Sized>(
@@ -232,20 +228,7 @@ impl ActivationAddition {
         self
     }
 
-    /// `false` keeps both runs' outputs and activations (`_positive_out`, `_positive_cache`, …).
-    pub fn clean_intermediate_keys(mut self, clean: bool) -> Self {
-        self.clean_intermediate_keys = clean;
-        self
-    }
-
-    /// Capture `cache_callback(event, output)` instead of the output.
-    pub fn cache_callback(
-        mut self,
-        f: impl Fn(&HookEvent<'_>, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
-    ) -> Self {
-        self.cache_callback = Some(Arc::new(f));
-        self
-    }
+    setters!(clean_intermediate_keys, cache_callback, relative);
 
     /// How to reduce the token dim (default per position, as tdhook).
     pub fn reduction(mut self, reduction: TokenReduction) -> Self {
@@ -256,12 +239,6 @@ impl ActivationAddition {
     /// Scale the vectors (default 1).
     pub fn coefficient(mut self, coefficient: f64) -> Self {
         self.coefficient = coefficient;
-        self
-    }
-
-    /// `false`: paths are prefixed with `module.`.
-    pub fn relative(mut self, relative: bool) -> Self {
-        self.relative = relative;
         self
     }
 

@@ -308,11 +308,7 @@ impl Probing {
         }
     }
 
-    /// `false`: paths are prefixed with `module.` (tdhook's `relative=False`).
-    pub fn relative(mut self, relative: bool) -> Self {
-        self.relative = relative;
-        self
-    }
+    setters!(relative);
 
     /// Directions to probe (default `[Fwd]`). `Bwd` needs [`Probing::loss`].
     pub fn directions(mut self, directions: impl IntoIterator<Item = Direction>) -> Self {
