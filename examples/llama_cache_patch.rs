@@ -21,10 +21,9 @@ use tdhook::latent::{ActivationCaching, ActivationPatching};
 use tdhook::models::llama::{Llama, LlamaConfig};
 use tdhook::prelude::*;
 
-/// `Llama::new` over a fresh `VarMap` is not a usable random model: the RMSNorm gains and
-/// `lm_head` are read with `VarBuilder::get`, whose default init is zero, so every logit is 0.
-/// Refill every variable from a seeded generator instead (norm gains 1; matrices uniform with
-/// variance 1/√(rows·cols)), which also makes the run reproducible.
+/// A model built over a fresh `VarMap` draws its weights from candle's unseeded generator.
+/// Refill every variable from a seeded one (norm gains 1; matrices uniform with variance
+/// 1/√(rows·cols)) so the printed numbers are the same on every run.
 fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
     let vars = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = vars.keys().collect();

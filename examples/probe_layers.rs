@@ -26,11 +26,9 @@ const VOCAB: usize = 32;
 const SEQ: usize = 8;
 const MARKER: u32 = 7;
 
-/// `Gpt2::new` over a fresh `VarMap` is not a usable random model: the layer norms and the
-/// attention / MLP projections are read with `VarBuilder::get`, whose default init is zero, so
-/// every block is the identity. Refill every variable from a seeded generator instead (norm
-/// gains 1, biases 0, matrices uniform with variance 1/√(rows·cols)), which also makes the run
-/// reproducible.
+/// A model built over a fresh `VarMap` draws its weights from candle's unseeded generator.
+/// Refill every variable from a seeded one (norm gains 1; matrices uniform with variance
+/// 1/√(rows·cols)) so the printed numbers are the same on every run.
 fn seed_weights(varmap: &VarMap, seed: u64) -> Result<()> {
     let vars = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = vars.keys().collect();

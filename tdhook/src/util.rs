@@ -36,3 +36,11 @@ pub(crate) fn check_finite(
 /// What to do about a steering vector that holds NaN or an infinity.
 pub(crate) const STEERING_NOT_FINITE: &str =
     "recompute it from finite activations, or drop that path";
+
+/// A kernel's error at `path`, typed (the kernel's message names the operand and its shape).
+pub(crate) fn kernel_error(path: &str) -> impl FnOnce(candle_core::Error) -> Error + '_ {
+    move |e| Error::Kernel {
+        path: path.to_string(),
+        source: Box::new(e),
+    }
+}

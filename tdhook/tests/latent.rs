@@ -211,3 +211,48 @@ fn addition_reductions_and_coefficient_then_steering_in_one_call() {
         "steering changed the logits"
     );
 }
+
+/// A reference model built over a `VarMap` (the doc examples' way to get one) is initialised as
+/// transformers would: its logits depend on the input. (Zero-initialised norms and projections
+/// once made every such model output zeros, so examples asserted shapes of a silent model.)
+#[test]
+fn models_built_over_a_var_map_are_not_silent() -> tdhook::Result<()> {
+    use candle_core::DType;
+    use tdhook::models::gpt2::Gpt2Config;
+    use tdhook::models::llama::{Llama, LlamaConfig};
+    let dev = Device::Cpu;
+    let ids_a = Tensor::new(&[[1u32, 2, 3]], &dev)?;
+    let ids_b = Tensor::new(&[[4u32, 5, 6]], &dev)?;
+    let spread = |a: &Tensor, b: &Tensor| -> tdhook::Result<(f32, f32)> {
+        let scale = a.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        Ok((scale, diff))
+    };
+    let vm = candle_nn::VarMap::new();
+    let gpt2 = Gpt2::new(
+        Gpt2Config::new(50, 16, 32, 2, 4),
+        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )?;
+    let (scale, diff) = spread(
+        &gpt2.forward(&ids_a, &mut Hx::none())?,
+        &gpt2.forward(&ids_b, &mut Hx::none())?,
+    )?;
+    assert!(
+        scale > 0.0 && diff > 0.0,
+        "GPT-2: |logits| {scale}, input effect {diff}"
+    );
+    let vm = candle_nn::VarMap::new();
+    let llama = Llama::new(
+        LlamaConfig::new(50, 32, 64, 2, 4),
+        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )?;
+    let (scale, diff) = spread(
+        &llama.forward(&ids_a, &mut Hx::none())?,
+        &llama.forward(&ids_b, &mut Hx::none())?,
+    )?;
+    assert!(
+        scale > 0.0 && diff > 0.0,
+        "Llama: |logits| {scale}, input effect {diff}"
+    );
+    Ok(())
+}

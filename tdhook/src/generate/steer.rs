@@ -174,10 +174,7 @@ impl BatchSteering {
                 // The fused kernel: one pass writing a new tensor (the hooked output may be
                 // shared, e.g. with a cache, so it is never modified in place).
                 let steered = tdhook_kernels::steer_add(out, &table, 1.0, &positions, &rows)
-                    .map_err(|e| Error::Kernel {
-                        path: ev.path.to_string(),
-                        source: Box::new(e),
-                    })?;
+                    .map_err(crate::util::kernel_error(ev.path))?;
                 Ok(Some(steered))
             })?;
         }

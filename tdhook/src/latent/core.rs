@@ -226,14 +226,6 @@ pub(crate) fn check_directions(
     Ok(())
 }
 
-/// A kernel's error at `path`, typed.
-pub(crate) fn kernel_error(path: &str) -> impl FnOnce(candle_core::Error) -> Error + '_ {
-    move |e| Error::Kernel {
-        path: path.to_string(),
-        source: Box::new(e),
-    }
-}
-
 /// What a capture keeps: `callback(event, tensor)` when there is one, else the tensor.
 pub(crate) fn callback_value(
     callback: Option<Arc<CacheCallback>>,

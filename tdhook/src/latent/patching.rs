@@ -2,15 +2,14 @@
 //! clean ones.
 
 use super::batch::{input_at, input_key, unflatten_dict};
-use super::core::{
-    CacheCallback, Capture, callback_value, check_same_shape, forward, kernel_error,
-};
+use super::core::{CacheCallback, Capture, callback_value, check_same_shape, forward};
 use super::{HookedModel, OUTPUT, hook_set};
 use crate::error::{Error, Result};
 use crate::hookset::HookSet;
 use crate::hx::Direction;
 use crate::select::Selector;
 use crate::tensordict::{Key, TensorDict};
+use crate::util::kernel_error;
 use candle_core::Tensor;
 use std::ops::Range;
 use std::sync::Arc;

@@ -341,8 +341,14 @@ impl Gpt2 {
             Linear::new(wte.embeddings().clone(), None)
         } else {
             Linear::new(
-                vb.pp("lm_head")
-                    .get((config.vocab_size, config.n_embd), "weight")?,
+                vb.pp("lm_head").get_with_hints(
+                    (config.vocab_size, config.n_embd),
+                    "weight",
+                    candle_nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?,
                 None,
             )
         };

@@ -16,11 +16,19 @@ impl Conv1D {
         Self { weight, bias }
     }
 
-    /// Load `weight` `[n_in, n_out]` and `bias` `[n_out]` under `vb`.
+    /// Load `weight` `[n_in, n_out]` and `bias` `[n_out]` under `vb`. A builder over a
+    /// `VarMap` creates them as transformers initialises GPT-2: weight `N(0, 0.02²)`, bias 0.
     pub fn load(n_in: usize, n_out: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self::new(
-            vb.get((n_in, n_out), "weight")?,
-            vb.get(n_out, "bias")?,
+            vb.get_with_hints(
+                (n_in, n_out),
+                "weight",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            vb.get_with_hints(n_out, "bias", candle_nn::Init::Const(0.0))?,
         ))
     }
 

@@ -17,11 +17,12 @@ impl LayerNorm {
         Self { weight, bias, eps }
     }
 
-    /// Load `weight` and `bias` of width `size` under `vb`.
+    /// Load `weight` and `bias` of width `size` under `vb` (a builder over a `VarMap`
+    /// creates them as 1 and 0, as PyTorch does: never a zero gain that silences the layer).
     pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self::new(
-            vb.get(size, "weight")?,
-            vb.get(size, "bias")?,
+            vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?,
+            vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?,
             eps,
         ))
     }

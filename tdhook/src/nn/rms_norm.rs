@@ -28,9 +28,13 @@ impl RmsNorm {
         }
     }
 
-    /// Load `weight` of width `size` under `vb`.
+    /// Load `weight` of width `size` under `vb` (a builder over a `VarMap` creates it as 1,
+    /// as PyTorch does).
     pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self::new(vb.get(size, "weight")?, eps))
+        Ok(Self::new(
+            vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?,
+            eps,
+        ))
     }
 
     /// The same norm reporting `class` as its hook class (the PyTorch class name).

@@ -480,8 +480,14 @@ impl Llama {
             Linear::new(embed_tokens.embeddings().clone(), None)
         } else {
             Linear::new(
-                vb.pp("lm_head")
-                    .get((config.vocab_size, config.hidden_size), "weight")?,
+                vb.pp("lm_head").get_with_hints(
+                    (config.vocab_size, config.hidden_size),
+                    "weight",
+                    candle_nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?,
                 None,
             )
         };
